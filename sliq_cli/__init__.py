@@ -1,0 +1,3 @@
+"""sliq: blind image quality assessment with SLIQUE."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from sliq_cli.cli.app import main
+
+main()

@@ -1,0 +1,50 @@
+"""The `sliq` command: this module only assembles commands; each lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+from typer.core import TyperGroup
+
+from sliq_cli import __version__
+from sliq_cli.cli import score
+from sliq_cli.cli.render import error
+from sliq_cli.errors import SliqError
+
+
+class _SliqGroup(TyperGroup):
+    """Turns a SliqError raised anywhere below into one clear line on stderr and its exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SliqError as e:
+            error(str(e))
+            raise typer.Exit(e.exit_code) from None
+
+
+app = typer.Typer(
+    name="sliq",
+    cls=_SliqGroup,
+    help="Blind image quality assessment with SLIQUE (joint vision-language and visual contrastive learning).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"sliq {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version.")):
+    pass
+
+
+app.command("score")(score.score)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,34 @@
+"""Options shared by several commands, defined once (as huggingface_hub's CLI does)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option("--model", "-m", help="Model: a folder, a Hub repo id (ORG/NAME), or 'default' (the embedded model)."),
+]
+HeadOpt = Annotated[
+    Optional[str],
+    typer.Option("--head", help="Ridge head: a name (e.g. clive, koniq) or a .safetensors file. Default: the model's."),
+]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the encoder runs.", case_sensitive=False)]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch (equal sizes batch together).")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Threads reading and decoding images.")]
+RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")]
+JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON to this file.")]
+DataRootOpt = Annotated[
+    Optional[Path], typer.Option("--data-root", help="Folder holding IQA datasets by name (default: $SLIQ_DATA).")
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]

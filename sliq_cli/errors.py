@@ -1,0 +1,24 @@
+"""Errors a user can cause. The CLI prints their message (no traceback) and exits with their code."""
+
+
+class SliqError(Exception):
+    """A problem the user can fix; `str(err)` is the whole message."""
+
+    exit_code = 1
+
+
+class UsageError(SliqError):
+    """Wrong arguments or options (exit code 2, like typer's own usage errors)."""
+
+    exit_code = 2
+
+
+class InputError(SliqError):
+    """Bad input data: names the file, and the line where there is one."""
+
+    def __init__(self, path, reason: str, line: int | None = None):
+        self.path = str(path)
+        self.reason = reason
+        self.line = line
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {reason}")

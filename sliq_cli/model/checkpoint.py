@@ -1,0 +1,206 @@
+"""Scoring checkpoints: a folder with config.json + model.safetensors (or a sharded index), as timm/transformers do.
+
+    MODEL/config.json                      {"format": "sliq-encoder", "format_version": 1, "config": {...},
+                                            "fingerprint": sha256, "dtype": "float32"|"bfloat16"|"float16", ...extra}
+    MODEL/model.safetensors                or MODEL/model.safetensors.index.json + model-0000k-of-0000n.safetensors
+    MODEL/heads/<name>.safetensors         optional ridge heads (see sliq_cli.iqa.head)
+    MODEL/text/                            optional text tower + tokenizer
+
+Pickle formats are never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from sliq_cli.atomic import atomic_save_safetensors, atomic_write_json
+from sliq_cli.errors import SliqError
+
+FORMAT = "sliq-encoder"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+class CheckpointError(SliqError):
+    pass
+
+
+def fingerprint(state_dict: dict) -> str:
+    """sha256 of the trunk's floating-point tensors (weights and BN statistics) as float32 bytes, names sorted.
+
+    Quality features depend on the trunk only, so a head fitted on one encoder is valid exactly for encoders with
+    the same fingerprint. Computed on the tensors as stored, so a bf16 copy has its own fingerprint.
+    """
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(k for k in state_dict if k.startswith("trunk.")):
+        t = state_dict[name]
+        if not t.is_floating_point():
+            continue
+        h.update(name.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_encoder(model, out_dir, extra: dict | None = None, dtype: str = "float32", max_shard_mb: float | None = None) -> str:
+    """Write `model` as a scoring checkpoint folder; returns its fingerprint.
+
+    dtype: storage dtype of floating tensors. max_shard_mb: split weights into safetensors shards no larger than
+    this (for transfers with a per-file limit; a single larger tensor gets a shard of its own); None: one file. Each file is written atomically and
+    config.json last, so a reader never sees a config that points at missing weights.
+    """
+    import torch
+
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {_DTYPES}, not {dtype!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch_dtype = getattr(torch, dtype)
+    state = {
+        k: (v.detach().to("cpu", torch_dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+        for k, v in model.state_dict().items()
+    }
+    fp = fingerprint(state)
+    for stale in [out / WEIGHTS, out / INDEX, *out.glob("model-*-of-*.safetensors")]:
+        stale.unlink(missing_ok=True)
+    if max_shard_mb is None:
+        atomic_save_safetensors(out / WEIGHTS, state, metadata={"format": "pt"})
+    else:
+        _save_sharded(out, state, int(max_shard_mb * 1024 * 1024))
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(), "fingerprint": fp, "dtype": dtype}
+    meta.update(extra or {})
+    atomic_write_json(out / "config.json", meta)
+    return fp
+
+
+def _save_sharded(out: Path, state: dict, limit: int) -> None:
+    shards: list[dict] = [{}]
+    size = 0
+    for name, t in state.items():
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > limit:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t
+        size += nbytes
+    n = len(shards)
+    weight_map = {}
+    for i, shard in enumerate(shards, 1):
+        fname = f"model-{i:05d}-of-{n:05d}.safetensors"
+        atomic_save_safetensors(out / fname, shard, metadata={"format": "pt"})
+        weight_map.update({k: fname for k in shard})
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    atomic_write_json(out / INDEX, {"metadata": {"total_size": total}, "weight_map": weight_map})
+
+
+def read_config(model_dir) -> dict:
+    """config.json of a checkpoint folder, checked for format; raises CheckpointError naming the problem."""
+    model_dir = Path(model_dir)
+    cfg_path = model_dir / "config.json"
+    if not cfg_path.is_file():
+        pickles = [p.name for p in model_dir.iterdir() if p.suffix in PICKLE_SUFFIXES] if model_dir.is_dir() else []
+        if pickles:
+            raise CheckpointError(f"{model_dir}: holds pickle weights ({', '.join(pickles)}); sliq only loads safetensors")
+        raise CheckpointError(f"{model_dir}: not a sliq model (no config.json)")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{cfg_path}: not a sliq encoder config (format={meta.get('format')!r})")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{cfg_path}: format_version {meta['format_version']} is newer than this sliq supports")
+    return meta
+
+
+def weight_files(model_dir) -> list[Path]:
+    """The safetensors files holding the weights (one file, or the shards an index names)."""
+    model_dir = Path(model_dir)
+    if (model_dir / WEIGHTS).is_file():
+        return [model_dir / WEIGHTS]
+    if (model_dir / INDEX).is_file():
+        index = json.loads((model_dir / INDEX).read_text())
+        files = sorted(set(index["weight_map"].values()))
+        missing = [f for f in files if not (model_dir / f).is_file()]
+        if missing:
+            raise CheckpointError(f"{model_dir}: shard(s) missing: {', '.join(missing)}")
+        return [model_dir / f for f in files]
+    raise CheckpointError(f"{model_dir}: no {WEIGHTS} or {INDEX}")
+
+
+def validate_checkpoint_dir(model_dir) -> dict:
+    """Check layout and weight headers without loading tensors; returns config.json."""
+    from safetensors import safe_open
+
+    meta = read_config(model_dir)
+    for f in weight_files(model_dir):
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                st.keys()
+        except Exception as e:  # safetensors raises its own error types for corrupt headers
+            raise CheckpointError(f"{f}: not a readable safetensors file ({e})") from None
+    return meta
+
+
+def load_state_dict(model_dir) -> dict:
+    from safetensors.torch import load_file
+
+    state = {}
+    for f in weight_files(model_dir):
+        try:
+            state.update(load_file(str(f)))
+        except Exception as e:
+            raise CheckpointError(f"{f}: not a readable safetensors file ({e})") from None
+    return state
+
+
+def load_encoder(model_dir, device: str = "cpu"):
+    """Load a scoring checkpoint as an ImageEncoder in eval mode (float32), with `.fingerprint` and `.source`."""
+    from sliq_cli.model.config import EncoderConfig
+    from sliq_cli.model.encoder import ImageEncoder
+
+    model_dir = Path(model_dir)
+    meta = read_config(model_dir)
+    try:
+        config = EncoderConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{model_dir / 'config.json'}: bad encoder config ({e})") from None
+    state = load_state_dict(model_dir)
+    fp = fingerprint(state)
+    if meta.get("fingerprint") and meta["fingerprint"] != fp:
+        raise CheckpointError(f"{model_dir}: weights do not match the fingerprint in config.json (corrupted or edited)")
+    model = ImageEncoder(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{model_dir}: weights do not fit the config (missing: {missing[:3]}, unexpected: {unexpected[:3]})"
+        )
+    model.fingerprint = fp
+    model.source = str(model_dir)
+    model.meta = meta
+    return model.to(device).eval()
+
+
+def copy_checkpoint(src, dst) -> None:
+    """Copy a checkpoint folder atomically (staged in a temp folder beside dst, then renamed)."""
+    src, dst = Path(src), Path(dst)
+    validate_checkpoint_dir(src)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    try:
+        shutil.copytree(src, stage, dirs_exist_ok=True)
+        if dst.exists():
+            shutil.rmtree(dst)
+        os.replace(stage, dst)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise

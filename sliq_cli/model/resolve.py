@@ -1,0 +1,47 @@
+"""Which model folder `--model SPEC` means: a local folder, the embedded default, the local Hub cache, the Hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sliq_cli.errors import SliqError
+from sliq_cli.paths import embedded_weights_dir
+
+DEFAULT = "default"
+
+
+class ModelNotFound(SliqError):
+    pass
+
+
+def embedded_model_dir() -> Path | None:
+    """The default model shipped in weights/, if one is there (it arrives with a trained release)."""
+    d = embedded_weights_dir()
+    return d if d is not None and (d / "config.json").is_file() else None
+
+
+def resolve_model(spec: str | None) -> Path:
+    """Return the folder of the model named by `spec` (None or "default" = the embedded default)."""
+    if spec in (None, "", DEFAULT):
+        d = embedded_model_dir()
+        if d is None:
+            raise ModelNotFound(
+                "no default model is installed with this copy of sliq. Give --model with a model folder "
+                "(`sliq pretrain` exports one to RUN/export), or a Hub repository (`sliq pull ORG/NAME`)"
+            )
+        return d
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ModelNotFound(f"{spec}: not a model folder (expected a folder with config.json and model.safetensors)")
+    if _looks_like_repo_id(spec):
+        from sliq_cli.hub.pull import resolve_hub_model
+
+        return resolve_hub_model(spec)
+    raise ModelNotFound(f"{spec}: no such model folder, and not a Hub repository id (ORG/NAME)")
+
+
+def _looks_like_repo_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "~"))

@@ -1,0 +1,104 @@
+"""Every bad-input case: converted to RGB when it is an image, a clear per-file error when it is not."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sliq_cli.images import ImageLoadError, list_images, load_image
+
+
+@pytest.fixture()
+def photo(example_photos):
+    return Image.open(example_photos[0]).convert("RGB")
+
+
+def test_formats_are_converted(tmp_path, photo):
+    small = photo.resize((96, 64))
+    cases = {
+        "cmyk.jpg": small.convert("CMYK"),
+        "grey.jpg": small.convert("L"),
+        "grey_alpha.png": small.convert("LA"),
+        "rgba.png": small.convert("RGBA"),
+        "palette.png": small.convert("P"),
+    }
+    for name, img in cases.items():
+        img.save(tmp_path / name)
+    for name in cases:
+        out = load_image(tmp_path / name)
+        assert out.mode == "RGB" and out.size == (96, 64), name
+
+
+def test_transparent_pixels_become_white(tmp_path):
+    img = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    img.save(tmp_path / "clear.png")
+    assert np.asarray(load_image(tmp_path / "clear.png")).min() == 255
+
+
+def test_16bit_png_is_scaled_not_clipped(tmp_path):
+    ramp = (np.linspace(0, 65535, 64 * 32).reshape(32, 64)).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    out = np.asarray(load_image(tmp_path / "deep.png"))[..., 0]
+    assert out.min() == 0 and out.max() == 255
+    assert 100 < out.mean() < 155  # a clip at 255 would give ~255 nearly everywhere
+
+
+def test_exif_orientation_is_applied(tmp_path, photo):
+    small = photo.resize((90, 60))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    small.save(tmp_path / "rotated.jpg", exif=exif.tobytes())
+    assert load_image(tmp_path / "rotated.jpg").size == (60, 90)
+
+
+@pytest.mark.parametrize(
+    "name,content,reason",
+    [
+        ("empty.jpg", b"", "empty file"),
+        ("text.jpg", b"this is not an image\n" * 10, "not an image"),
+    ],
+)
+def test_broken_files(tmp_path, name, content, reason):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ImageLoadError, match=reason):
+        load_image(tmp_path / name)
+
+
+def test_truncated_jpeg(tmp_path, example_photos):
+    data = example_photos[0].read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageLoadError, match="truncated|corrupt"):
+        load_image(tmp_path / "cut.jpg")
+
+
+def test_missing_and_folder(tmp_path):
+    with pytest.raises(ImageLoadError, match="no such file"):
+        load_image(tmp_path / "nope.png")
+    with pytest.raises(ImageLoadError, match="folder"):
+        load_image(tmp_path)
+
+
+def test_decompression_bomb(tmp_path, monkeypatch):
+    Image.new("L", (300, 300)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)  # Pillow raises above twice this
+    with pytest.raises(ImageLoadError, match="decompression bomb"):
+        load_image(tmp_path / "bomb.png")
+
+
+def test_max_pixels_downscales_large_images(tmp_path, photo):
+    photo.save(tmp_path / "big.jpg")
+    w, h = photo.size
+    out = load_image(tmp_path / "big.jpg", max_pixels=w * h // 4)
+    assert out.width * out.height <= w * h // 4 and abs(out.width / out.height - w / h) < 0.02
+
+
+def test_list_images(tmp_path, photo):
+    (tmp_path / "sub").mkdir()
+    photo.resize((8, 8)).save(tmp_path / "a.png")
+    photo.resize((8, 8)).save(tmp_path / "sub" / "b.JPG")
+    (tmp_path / "notes.txt").write_text("x")
+    assert [p.name for p in list_images([str(tmp_path)])] == ["a.png"]
+    assert [p.name for p in list_images([str(tmp_path)], recursive=True)] == ["a.png", "b.JPG"]
+    stdin = io.StringIO(f"{tmp_path / 'a.png'}\n\n{tmp_path / 'missing.png'}\n")
+    assert [p.name for p in list_images(["-"], stdin=stdin)] == ["a.png", "missing.png"]

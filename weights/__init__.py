@@ -1,0 +1,1 @@
+"""Data package holding the embedded default model (config.json, model.safetensors, heads/, text/)."""
