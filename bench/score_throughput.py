@@ -1,0 +1,129 @@
+"""End-to-end scoring throughput (files -> scores) beside the model-only forward rate, at 512x384.
+
+    python bench/score_throughput.py [--device cuda] [--images 2000] [--batch-size 128] [--json out.json]
+
+The model is the paper-size encoder (random weights unless --model is given: speed does not depend on the
+weights). Images are JPEGs made from the example photos (random 512x384 crops of upscaled copies, q90). The model-only
+rate runs quality_features (both scales, as scoring does) on a batch already on the device; the end-to-end rate
+includes reading, decoding (nvJPEG on CUDA), batching, the model and the ridge head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, machine  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_jpegs(folder: Path, n: int, size=(512, 384)) -> list[Path]:
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(0)
+    sources = [Image.open(p).convert("RGB") for p in sorted((REPO / "examples").glob("*.jpg"))]
+    out = []
+    for i in range(n):
+        src = sources[i % len(sources)].resize((768, 512))
+        x, y = rng.randrange(0, 768 - size[0]), rng.randrange(0, 512 - size[1])
+        p = folder / f"img{i:05d}.jpg"
+        src.crop((x, y, x + size[0], y + size[1])).save(p, quality=90)
+        out.append(p)
+    return out
+
+
+def model_only_rate(encoder, device: str, batch_size: int, seconds: float) -> float:
+    import torch
+
+    x = torch.rand(batch_size, 3, 384, 512, device=device)
+    cuda = device.startswith("cuda")
+    if cuda:
+        x = x.contiguous(memory_format=torch.channels_last)
+        encoder.to(memory_format=torch.channels_last)
+
+    def step():
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            encoder.quality_features(x)
+
+    step()  # warm-up (cuDNN autotune, allocator)
+    if cuda:
+        torch.cuda.synchronize()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        step()
+        n += batch_size
+        if cuda:
+            torch.cuda.synchronize()
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--images", type=int, default=None, help="default: 2000 on CUDA, 24 on CPU")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: 128 on CUDA, 8 on CPU")
+    ap.add_argument("--seconds", type=float, default=None, help="model-only timing length")
+    ap.add_argument("--model", default=None, help="a model folder (default: random paper-size encoder)")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+
+    from sliq_cli.iqa.features import resolve_device
+    from sliq_cli.iqa.head import RidgeHead
+    from sliq_cli.iqa.score import score_images
+    from sliq_cli.model.checkpoint import load_encoder, save_encoder
+    from sliq_cli.model.registry import create_model
+
+    device = resolve_device(args.device)
+    cuda = device.startswith("cuda")
+    n_images = args.images or (2000 if cuda else 24)
+    batch = args.batch_size or (128 if cuda else 8)
+    seconds = args.seconds or (20.0 if cuda else 30.0)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    print(f"machine: {describe()}", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model_dir = Path(args.model) if args.model else tmp / "model"
+        if not args.model:
+            save_encoder(create_model("slique-resnet50"), model_dir)
+        encoder = load_encoder(model_dir, device=device)
+        dim = encoder.config.feature_dim
+        RidgeHead(np.zeros(dim), 50.0, np.zeros(dim), np.ones(dim),
+                  {"name": "bench", "encoder_fingerprint": encoder.fingerprint}).save(tmp / "bench.safetensors")
+
+        raw = model_only_rate(encoder, device, batch, seconds)
+        print(f"model only (quality_features, 2 scales, 512x384, batch {batch}): {raw:,.1f} img/s", flush=True)
+
+        (tmp / "imgs").mkdir()
+        files = make_jpegs(tmp / "imgs", n_images)
+        # one warm-up pass over a few files, then the timed pass over all of them
+        list(score_images(files[: batch * 2], model=str(model_dir), head=str(tmp / "bench.safetensors"),
+                          device=device, batch_size=batch).results)
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        run = score_images(files, model=str(model_dir), head=str(tmp / "bench.safetensors"), device=device, batch_size=batch)
+        scored = sum(r.score is not None for r in run.results)
+        e2e = scored / (time.perf_counter() - t0)
+    print(f"end to end (files -> scores, {scored} JPEGs 512x384, batch {batch}): {e2e:,.1f} img/s "
+          f"= {100 * e2e / raw:.0f}% of the model-only rate", flush=True)
+    result = {"machine": machine(), "device": device, "batch_size": batch, "images": scored,
+              "model_only_img_s": raw, "end_to_end_img_s": e2e, "ratio": e2e / raw}
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
