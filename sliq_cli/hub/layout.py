@@ -1,0 +1,100 @@
+"""What a published sliq model folder must hold, checked without loading the encoder's weights.
+
+    config.json                                  {"format": "sliq-encoder", ..., "fingerprint"}
+    model.safetensors | model.safetensors.index.json + shards
+    heads/<name>.safetensors                     optional; metadata {"format": "sliq-head", "head": JSON}
+    text/{config.json, model.safetensors, tokenizer.json}   optional text tower
+    README.md                                    model card (optional for loading)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sliq_cli.errors import SliqError
+from sliq_cli.iqa.head import HeadError, RidgeHead
+from sliq_cli.model.checkpoint import PICKLE_SUFFIXES, CheckpointError, validate_checkpoint_dir, weight_files
+
+TEXT_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+
+
+class LayoutError(SliqError):
+    """A folder that is not a usable sliq model; the message names the file at fault."""
+
+
+@dataclass
+class ModelLayout:
+    path: Path
+    config: dict
+    weights: list[Path]
+    heads: dict[str, dict] = field(default_factory=dict)  # head name -> its metadata JSON
+    head_files: dict[str, Path] = field(default_factory=dict)
+    text: bool = False
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.config.get("fingerprint")
+
+
+def is_pickle(path: str) -> bool:
+    return path.lower().endswith(PICKLE_SUFFIXES)
+
+
+def _check_safetensors_header(path: Path) -> None:
+    """Read the header only: a truncated or non-safetensors file fails here."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            f.keys()
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise LayoutError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def read_head_meta(path: Path) -> dict:
+    """The JSON a head file carries in its safetensors metadata; the head must load and name its encoder."""
+    try:
+        meta = RidgeHead.load(path).meta
+    except HeadError as e:
+        raise LayoutError(str(e)) from None
+    if not meta.get("encoder_fingerprint"):
+        raise LayoutError(f"{path}: head metadata lacks encoder_fingerprint")
+    return meta
+
+
+def check_layout(folder: Path) -> ModelLayout:
+    """Validate a model folder: config, weights' headers, every head (for this encoder), the text tower."""
+    folder = Path(folder)
+    pickles = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if is_pickle(p.name))
+    if pickles:
+        raise LayoutError(f"{folder}: holds pickle files ({', '.join(pickles)}); sliq only reads safetensors")
+    try:
+        config = validate_checkpoint_dir(folder)
+        weights = weight_files(folder)
+    except CheckpointError as e:
+        raise LayoutError(str(e)) from None
+    layout = ModelLayout(folder, config, weights)
+    for path in sorted((folder / "heads").glob("*.safetensors")):
+        head = read_head_meta(path)
+        if layout.fingerprint and head["encoder_fingerprint"] != layout.fingerprint:
+            raise LayoutError(
+                f"{path}: head was fitted for encoder {head['encoder_fingerprint'][:16]}, "
+                f"not this model ({layout.fingerprint[:16]})"
+            )
+        layout.heads[path.stem] = head
+        layout.head_files[path.stem] = path
+    text = folder / "text"
+    if text.is_dir():
+        missing = [n for n in TEXT_FILES if not (text / n).is_file()]
+        if missing:
+            raise LayoutError(f"{text}: text tower lacks {', '.join(missing)}")
+        for name in ("config.json", "tokenizer.json"):
+            try:
+                json.loads((text / name).read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise LayoutError(f"{text / name}: not valid JSON ({e})") from None
+        _check_safetensors_header(text / "model.safetensors")
+        layout.text = True
+    return layout

@@ -1,0 +1,159 @@
+"""`sliq pull` and `--model OWNER/NAME` against a local Hub server: verified, all-or-nothing, offline afterwards."""
+
+import json
+import shutil
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from sliq_cli.cli.app import app
+from sliq_cli.errors import SliqError
+from sliq_cli.hub.cache import cached_snapshot, hub_cache_dir, repo_storage
+from sliq_cli.hub.pull import git_blob_sha1, pull_model
+from sliq_cli.model.resolve import resolve_model
+from tests.hub_server import git_blob_sha1 as server_blob_sha1
+from tests.hub_server import go_offline, hub  # noqa: F401  (fixture)
+
+REPO = "org/tiny"
+runner = CliRunner()
+
+
+def assert_nothing_installed():
+    """No snapshot, ref or staging folder left behind, and the cache cannot resolve the model."""
+    storage = repo_storage(REPO)
+    assert not list(storage.glob("snapshots/*")) and not list(storage.glob("refs/*"))
+    assert not list(hub_cache_dir().glob(".sliq-pull-*"))
+    assert cached_snapshot(REPO) is None
+
+
+def test_pull_then_score_offline(hub, tiny_encoder_dir, example_photos, monkeypatch, tmp_path):
+    commit = hub.add_folder(REPO, tiny_encoder_dir)
+    result = runner.invoke(app, ["pull", REPO, "--json"])
+    assert result.exit_code == 0, result.output
+    pulled = json.loads(result.stdout)
+    assert pulled["commit"] == commit and pulled["downloaded"] and pulled["heads"] == ["test"]
+    assert sorted(hub.downloads()) == ["config.json", "heads/test.safetensors", "model.safetensors"]
+    assert (repo_storage(REPO) / "refs" / "main").read_text() == commit
+    assert not list(hub_cache_dir().glob(".sliq-pull-*"))
+
+    # Pulling again finds the cached snapshot intact and downloads nothing.
+    before = len(hub.downloads())
+    assert pull_model(REPO).downloaded is False and len(hub.downloads()) == before
+
+    # Network off: resolution and scoring come from the cache alone.
+    go_offline(monkeypatch)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    n_requests = len(hub.requests)
+    assert resolve_model(REPO) == resolve_model(f"{REPO}@{commit}") == repo_storage(REPO) / "snapshots" / commit
+    photo = tmp_path / "p.png"
+    from PIL import Image
+
+    Image.open(example_photos[0]).resize((96, 64)).save(photo)
+    scored = runner.invoke(app, ["score", str(photo), "--model", REPO, "--head", "test"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout.splitlines()[0])["score"] is not None
+    assert len(hub.requests) == n_requests
+    assert pull_model(REPO).downloaded is False  # offline pull answers from the cache
+
+
+def test_missing_repository(hub):
+    with pytest.raises(SliqError, match="org/nope: repository not found"):
+        pull_model("org/nope")
+    assert not repo_storage("org/nope").exists()
+
+
+def test_missing_revision(hub, tiny_encoder_dir):
+    hub.add_folder(REPO, tiny_encoder_dir)
+    with pytest.raises(SliqError, match="revision 'v9' not found"):
+        pull_model(REPO, revision="v9")
+    assert_nothing_installed()
+
+
+def test_repository_without_weights_is_refused_before_download(hub, tiny_encoder_dir):
+    hub.add_repo(REPO, {"config.json": (tiny_encoder_dir / "config.json").read_bytes()})
+    with pytest.raises(SliqError, match="no model.safetensors"):
+        pull_model(REPO)
+    assert hub.downloads() == []
+
+
+@pytest.mark.parametrize("path, check", [("model.safetensors", "sha256"), ("config.json", "git blob sha1")])
+def test_corrupted_file_is_not_installed(hub, tiny_encoder_dir, path, check):
+    hub.add_folder(REPO, tiny_encoder_dir)
+    data = bytearray(hub.repos[REPO].files[path])
+    data[-2] ^= 0x01  # same size, one bit off: only a hash can tell
+    hub.corrupt[(REPO, path)] = bytes(data)
+    with pytest.raises(SliqError, match=f"{path}: {check}"):
+        pull_model(REPO)
+    assert_nothing_installed()
+
+
+def test_pickle_files_are_refused_before_download(hub, tiny_encoder_dir):
+    files = {p.relative_to(tiny_encoder_dir).as_posix(): p.read_bytes() for p in tiny_encoder_dir.rglob("*") if p.is_file()}
+    hub.add_repo(REPO, {**files, "pytorch_model.bin": b"\x80\x04not really a pickle"})
+    result = runner.invoke(app, ["pull", REPO])
+    assert result.exit_code == 1
+    assert "refusing pickle file(s) pytorch_model.bin" in result.stderr
+    assert hub.downloads() == []
+    assert_nothing_installed()
+    # Selecting files leaves the pickle out; config, weights and card always come.
+    pulled = pull_model(REPO, include=["heads/"])
+    assert "pytorch_model.bin" not in hub.downloads() and pulled.heads == ["test"]
+
+
+@pytest.mark.parametrize("fault, path", [("interrupted", "model.safetensors"), ("missing", "heads/test.safetensors")])
+def test_failed_download_installs_nothing_and_a_retry_succeeds(hub, tiny_encoder_dir, fault, path):
+    """interrupted: the connection drops halfway through the body; missing: a listed file answers 404."""
+    hub.add_folder(REPO, tiny_encoder_dir)
+    getattr(hub, fault).add((REPO, path))
+    with pytest.raises(SliqError, match="download failed.*nothing was installed"):
+        pull_model(REPO)
+    assert_nothing_installed()
+    getattr(hub, fault).clear()
+    assert pull_model(REPO).downloaded
+    assert cached_snapshot(REPO) is not None
+
+
+def test_head_for_another_encoder_is_not_installed(hub, tiny_encoder_dir, tmp_path):
+    from sliq_cli.iqa.head import RidgeHead
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_encoder_dir, model)
+    head = RidgeHead.load(model / "heads" / "test.safetensors")
+    head.meta["encoder_fingerprint"] = "f" * 64
+    head.save(model / "heads" / "alien.safetensors")
+    hub.add_folder(REPO, model)
+    with pytest.raises(SliqError, match="alien.safetensors: head was fitted for encoder ffffffff"):
+        pull_model(REPO)
+    assert_nothing_installed()
+
+
+def test_offline_with_empty_cache_fails_fast(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://10.255.255.1")  # unroutable: a request would hang until timeout
+    go_offline(monkeypatch)
+    start = time.monotonic()
+    with pytest.raises(SliqError, match="not in the local Hub cache.*HF_HUB_OFFLINE"):
+        resolve_model(REPO)
+    result = runner.invoke(app, ["score", str(tmp_path), "--model", REPO])
+    assert time.monotonic() - start < 5
+    assert result.exit_code != 0
+
+
+def test_unreachable_hub_fails_fast_with_advice(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # connection refused
+    start = time.monotonic()
+    with pytest.raises(SliqError, match="cannot reach the Hub.*HF_HUB_OFFLINE=1"):
+        pull_model(REPO)
+    assert time.monotonic() - start < 5
+
+
+def test_git_blob_sha1_matches_git(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_bytes(b"hello\n")
+    assert git_blob_sha1(f) == "ce013625030ba8dba906f756967f9e9ca394464a" == server_blob_sha1(b"hello\n")
