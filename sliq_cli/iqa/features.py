@@ -46,8 +46,10 @@ def resolve_device(device: str = "auto") -> str:
 class FeatureExtractor:
     """Streams (index, feature | None, error | None) for a list of image paths, in completion order."""
 
-    def __init__(self, encoder, device: str = "cpu", batch_size: int = 8, workers: int | None = None):
+    def __init__(self, encoder, device: str = "cpu", batch_size: int = 8, workers: int | None = None,
+                 resize_shorter: int | None = None):
         self.encoder = encoder
+        self.resize_shorter = resize_shorter  # a dataset protocol's fixed rescale (SPAQ: shorter side 512)
         self.device = device
         self.batch_size = max(1, batch_size)
         self.workers = workers or min(8, os.cpu_count() or 1)
@@ -104,14 +106,15 @@ class FeatureExtractor:
         return feats.float().cpu().numpy()  # (B, D)
 
     def _fit(self, t):
-        """Downscale GPU-decoded images above max_pixels (CPU loads are already bounded at decode)."""
+        """Apply the protocol's shorter-side rescale, then bound the size by max_pixels (antialiased, on t's device)."""
         import torch.nn.functional as F
 
         h, w = t.shape[-2:]
-        if h * w <= self.max_pixels:
+        s = self.resize_shorter / min(h, w) if self.resize_shorter else 1.0
+        s = min(s, (self.max_pixels / (h * w)) ** 0.5)
+        if s == 1.0:
             return t
-        s = (self.max_pixels / (h * w)) ** 0.5
-        x = F.interpolate(t[None].float(), size=(max(1, int(h * s)), max(1, int(w * s))), mode="bilinear", antialias=True)
+        x = F.interpolate(t[None].float(), size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear", antialias=True)
         return x[0].round().clamp(0, 255).byte()
 
     def iter(self, paths: list) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
@@ -160,7 +163,7 @@ class FeatureExtractor:
                     if len(jpegs) >= self.batch_size:
                         yield from decode_jpegs()
                 else:
-                    yield from add(i, loaded)
+                    yield from add(i, self._fit(loaded))
             if jpegs:
                 yield from decode_jpegs()
             while buckets:
@@ -181,13 +184,13 @@ def _prefetch(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, depth: in
 
 
 def extract_features(encoder, paths, device: str = "cpu", batch_size: int = 8, progress: Callable | None = None,
-                     workers: int | None = None) -> FeatureResult:
+                     workers: int | None = None, resize_shorter: int | None = None) -> FeatureResult:
     """Quality features of every path; failed files are listed with their reason and get NaN rows."""
     paths = [Path(p) for p in paths]
     dim = encoder.config.feature_dim
     feats = np.full((len(paths), dim), np.nan, dtype=np.float32)
     failed: dict[str, str] = {}
-    for i, f, err in FeatureExtractor(encoder, device, batch_size, workers).iter(paths):
+    for i, f, err in FeatureExtractor(encoder, device, batch_size, workers, resize_shorter).iter(paths):
         if err is None:
             feats[i] = f
         else:

@@ -41,7 +41,9 @@ def score_images(paths: list, model: str | None = None, head: str | None = None,
         from sliq_cli.iqa.head import HeadError
 
         raise HeadError(f"head {ridge.name!r} expects {ridge.feature_dim}-d features; this model gives {encoder.config.feature_dim}")
-    extractor = FeatureExtractor(encoder, device, batch_size, workers)
+    # a head fitted under a rescaling protocol (SPAQ) must see images rescaled the same way
+    resize_shorter = ridge.meta.get("feature_spec", {}).get("resize_shorter")
+    extractor = FeatureExtractor(encoder, device, batch_size, workers, resize_shorter)
     paths = [Path(p) for p in paths]
 
     def results() -> Iterator[ScoreResult]:
