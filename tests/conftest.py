@@ -56,7 +56,6 @@ def tiny_encoder_dir(tmp_path_factory) -> Path:
     The head's target is a known image property (mean brightness x 100), so scores are meaningful enough to check
     ordering and round trips; heads/test.safetensors is also the model's default head.
     """
-    import numpy as np
     import torch
 
     from sliq_cli.iqa.head import RidgeHead

@@ -10,7 +10,6 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sliq_cli.cli.app import app
-from sliq_cli.errors import InputError, UsageError
 from sliq_cli.iqa.head import RidgeHead, resolve_head
 from sliq_cli.model.checkpoint import load_encoder, save_encoder
 from tests.conftest import make_tiny_encoder
