@@ -6,7 +6,7 @@ import typer
 from typer.core import TyperGroup
 
 from sliq_cli import __version__
-from sliq_cli.cli import hub, iqa, score, tadac
+from sliq_cli.cli import hub, iqa, pretrain, score, tadac
 from sliq_cli.cli.render import error
 from sliq_cli.errors import SliqError
 
@@ -48,6 +48,7 @@ app.command("pull")(hub.pull)
 app.command("models")(hub.models)
 app.command("export")(hub.export)
 app.add_typer(tadac.app, name="tadac")
+app.command("pretrain")(pretrain.pretrain)
 app.command("fit-head")(iqa.fit_head)
 app.command("evaluate")(iqa.evaluate)
 app.command("crossval")(iqa.crossval)

@@ -1,0 +1,102 @@
+"""`sliq pretrain`: SLIQUE joint contrastive pretraining on a TADAC database (paper III-A, IV-A)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from sliq_cli.cli.options import Device, DeviceOpt, SeedOpt
+from sliq_cli.cli.render import err_console
+from sliq_cli.errors import UsageError
+
+
+def pretrain(
+    db: Annotated[Path, typer.Option("--db", help="TADAC database folder (`sliq tadac build`).")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: config, log, state, export.")],
+    gpus: Annotated[Optional[int], typer.Option("--gpus", min=1, help="Processes (GPUs) on this machine, DDP.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=2, help="Global batch (default 256).")] = None,
+    epochs: Annotated[Optional[float], typer.Option("--epochs", help="Training length in epochs (default 30).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Training length in steps (overrides --epochs).")] = None,
+    alpha: Annotated[Optional[float], typer.Option("--alpha", help="Weight of the image-image loss (default 0.7).")] = None,
+    no_image_text: Annotated[bool, typer.Option("--no-image-text", help="Ablation: image-image branch only.")] = False,
+    no_image_image: Annotated[bool, typer.Option("--no-image-image", help="Ablation: image-text branch only.")] = False,
+    texts: Annotated[Optional[str], typer.Option("--texts", help="Text components: content,distortion,appearance.")] = None,
+    data_fraction: Annotated[Optional[float], typer.Option("--data-fraction", help="Use this fraction of the records.")] = None,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Start the image encoder from this checkpoint.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Encoder architecture (slique-resnet50).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out (may change --steps/--epochs).")] = False,
+    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", min=0, help="Save state every K steps.")] = None,
+    export_every: Annotated[Optional[int], typer.Option("--export-every", min=0, help="Export a scoring checkpoint every K steps.")] = None,
+    export_shard_mb: Annotated[Optional[float], typer.Option("--export-shard-mb", help="Also export in shards of at most this size (RUN/export-shards).")] = None,
+    export_dtype: Annotated[Optional[str], typer.Option("--export-dtype", help="dtype of the sharded export: float32, bf16, fp16.")] = None,
+    device: DeviceOpt = Device.auto,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the encoders.")] = False,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Processes decoding the images at start.")] = None,
+    seed: SeedOpt = 0,
+    text_width: Annotated[Optional[int], typer.Option("--text-width", min=8, help="Text tower width (default 512).")] = None,
+    text_layers: Annotated[Optional[int], typer.Option("--text-layers", min=1, help="Text tower depth (default 12).")] = None,
+    text_heads: Annotated[Optional[int], typer.Option("--text-heads", min=1, help="Text tower heads (default 8).")] = None,
+    crop_size: Annotated[Optional[int], typer.Option("--crop-size", min=32, help="Crop size (default 224).")] = None,
+    max_resident_gb: Annotated[Optional[float], typer.Option("--max-resident-gb", help="Limit of the on-device image store.")] = None,
+):
+    """Pretrain the SLIQUE image encoder (and text tower) with the joint contrastive loss."""
+    from sliq_cli.train.loop import pretrain as run_pretrain
+
+    if export_dtype is not None and export_shard_mb is None:
+        raise UsageError("--export-dtype applies to the sharded export; give --export-shard-mb too")
+    given = {
+        "gpus": gpus, "batch_size": batch_size, "epochs": epochs, "steps": steps, "alpha": alpha,
+        "texts": texts.split(",") if texts else None, "data_fraction": data_fraction,
+        "init": str(init) if init else None, "model": model, "checkpoint_every": checkpoint_every,
+        "export_every": export_every, "export_shard_mb": export_shard_mb, "export_dtype": export_dtype,
+        "workers": workers, "text_width": text_width, "text_layers": text_layers, "text_heads": text_heads,
+        "crop_size": crop_size, "max_resident_gb": max_resident_gb,
+        "image_text": False if no_image_text else None, "image_image": False if no_image_image else None,
+        "compile": True if compile else None,
+    }
+    overrides = {k: v for k, v in given.items() if v is not None}
+    overrides.update(db=str(db), out=str(out), device=device.value, seed=seed)
+    if resume:  # only what the user set explicitly may differ from the saved run
+        overrides = {k: v for k, v in overrides.items() if k not in ("device", "seed") or _explicit(k)}
+    with _ProgressView() as view:
+        export = run_pretrain(overrides, resume=resume, on_log=view.update)
+    err_console().print(f"exported the encoder to {export}")
+
+
+def _explicit(option: str) -> bool:
+    """Whether --device/--seed was typed on the command line (typer fills defaults we must not treat as changes)."""
+    import click
+
+    ctx = click.get_current_context()
+    return ctx.get_parameter_source(option) == click.core.ParameterSource.COMMANDLINE
+
+
+class _ProgressView:
+    """Rich progress on stderr from the training log records."""
+
+    def __enter__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=err_console(),
+        )
+        self.progress.__enter__()
+        self.task = None
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def update(self, record: dict) -> None:
+        event = record.get("event")
+        if event == "decoding":
+            self.progress.console.print(f"decoding {record['records']} working images onto the device")
+        elif event == "training":
+            self.task = self.progress.add_task("pretrain", total=record["total"], completed=record["start"], stats="")
+        elif event is None and self.task is not None:
+            stats = (f"loss {record['loss']:.4f} (it {record['loss_it']:.3f}, ii {record['loss_ii']:.3f}) "
+                     f"lr {record['lr']:.2e} {record['samples_per_s']:.0f} samples/s")
+            self.progress.update(self.task, completed=record["step"], stats=stats)

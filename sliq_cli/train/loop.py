@@ -1,0 +1,403 @@
+"""SLIQUE joint contrastive pretraining (paper III-A, Fig. 2, IV-A), read top to bottom.
+
+    pretrain(overrides, resume)           the library function behind `sliq pretrain`
+      -> one process, `--gpus N` spawned processes, or this process as one torchrun rank
+      -> train(cfg, info, resume)          per process: data, models, optimiser, the step loop, checkpoints, export
+
+Run folder:
+    RUN/config.json        the resolved PretrainConfig
+    RUN/tokenizer.json     the BPE learned from the database's texts (before step 0)
+    RUN/log.jsonl          one line per logged step: step, samples, loss, loss_it, loss_ii, lr, samples_per_s, max_mem_gb
+    RUN/state/latest.json  {"step": s, "dir": "step-000000s"}; RUN/state/step-*/ = image.safetensors, text.safetensors,
+                           momentum.safetensors, state.json. A new state is written completely before latest.json
+                           points at it, so a kill at any moment leaves a loadable state.
+    RUN/export/            scoring checkpoint (sliq_cli.model.checkpoint) + text/ (text tower + tokenizer)
+    RUN/export-shards/     with --export-shard-mb: the same image encoder in shards of at most that size
+No RNG state is saved: every random draw of step s (batch, views, texts, distortions) is seeded by (seed, s, rank),
+so a resumed run repeats the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from sliq_cli.atomic import atomic_save_safetensors, atomic_write_json
+from sliq_cli.errors import SliqError, UsageError
+from sliq_cli.train.config import PretrainConfig, Schedule
+from sliq_cli.train.distributed import (
+    DistInfo,
+    destroy_process_group,
+    free_port,
+    init_process_group,
+    torchrun_env,
+)
+
+# Options a resumed run may change; everything else must match the run's config.json.
+RESUMABLE = {"epochs", "steps", "checkpoint_every", "export_every", "export_dtype", "export_shard_mb", "log_every",
+             "device", "compile", "workers", "max_resident_gb"}
+
+
+class SliqueNet(nn.Module):
+    """Image encoder F and text encoder G (None without the image-text branch), one forward for DDP."""
+
+    def __init__(self, image: nn.Module, text: nn.Module | None):
+        super().__init__()
+        self.image, self.text = image, text
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor | None):
+        img = self.image(images)  # (3B, D): saliency crops, views 1, views 2
+        txt = self.text(tokens) if tokens is not None else None  # (B, D)
+        return img, txt
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+
+
+def resolve_config(run: Path, overrides: dict, resume: bool) -> PretrainConfig:
+    """The run's config: fresh from `overrides`, or on --resume the saved one with the allowed changes."""
+    if not resume:
+        if (run / "state" / "latest.json").exists():
+            raise UsageError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
+        try:
+            return PretrainConfig.from_dict(overrides)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    try:
+        saved = json.loads((run / "config.json").read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{run}: nothing to resume (no config.json)") from None
+    if not (run / "state" / "latest.json").exists():
+        raise UsageError(f"{run}: nothing to resume (no saved state yet)")
+    changed = sorted(k for k, v in overrides.items() if k not in ("db", "out") and _differs(saved.get(k), v))
+    fixed = [k for k in changed if k not in RESUMABLE]
+    if fixed:
+        raise UsageError(f"--resume cannot change {', '.join(fixed)} (the run has "
+                         + ", ".join(f"{k}={saved.get(k)!r}" for k in fixed) + ")")
+    saved.update({k: overrides[k] for k in changed})
+    if "epochs" in changed and "steps" not in overrides:
+        saved["steps"] = None  # a new --epochs target replaces an old --steps one
+    return PretrainConfig.from_dict(saved)
+
+
+def _differs(a, b) -> bool:
+    return (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b)
+
+
+def pretrain(overrides: dict, resume: bool = False, on_log: Callable[[dict], None] | None = None) -> Path:
+    """Train (or continue) the run in overrides["out"]; returns the export folder.
+
+    overrides: PretrainConfig fields the user set (the others take their defaults, or the saved run's on resume).
+    on_log(record) is called with every log.jsonl record (and {"event": ...} lines for set-up stages).
+    """
+    run = Path(overrides["out"])
+    cfg = resolve_config(run, overrides, resume)
+    env = torchrun_env()
+    if env is not None:
+        train(replace(cfg, gpus=env.world_size), env, resume, on_log if env.is_main else None)
+    elif cfg.gpus == 1:
+        train(cfg, DistInfo(), resume, on_log)
+    else:
+        _spawn(cfg, resume, on_log)
+    return run / "export"
+
+
+def _spawn(cfg: PretrainConfig, resume: bool, on_log) -> None:
+    """`--gpus N`: N processes on this machine; this process follows RUN/log.jsonl to report progress."""
+    import torch.multiprocessing as mp
+
+    log = Path(cfg.out) / "log.jsonl"
+    seen = _count_lines(log)
+    ctx = mp.spawn(_spawned, args=(cfg, resume, free_port()), nprocs=cfg.gpus, join=False)
+    while not ctx.join(timeout=1.0):
+        seen = _follow(log, seen, on_log)
+    _follow(log, seen, on_log)
+
+
+def _count_lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def _follow(path: Path, seen: int, on_log) -> int:
+    if not path.exists():
+        return seen
+    lines = path.read_text().splitlines()
+    for line in lines[seen:]:
+        if on_log is not None and line.strip():
+            on_log(json.loads(line))
+    return len(lines)
+
+
+def _spawned(rank: int, cfg: PretrainConfig, resume: bool, port: int) -> None:
+    train(cfg, DistInfo(rank, cfg.gpus, rank), resume, None, port)
+
+
+# ------------------------------------------------------------------------------------------------ one process
+
+
+def _device(cfg: PretrainConfig, info: DistInfo) -> torch.device:
+    want = cfg.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cuda":
+        if not torch.cuda.is_available():
+            raise SliqError("--device cuda, but no CUDA device is available")
+        if info.local_rank >= torch.cuda.device_count():
+            raise SliqError(f"--gpus {info.world_size} needs {info.world_size} GPUs; {torch.cuda.device_count()} visible")
+        torch.cuda.set_device(info.local_rank)
+        return torch.device("cuda", info.local_rank)
+    if want != "cpu":
+        raise UsageError(f"--device must be auto, cpu or cuda, not {want!r}")
+    return torch.device("cpu")
+
+
+def build_models(cfg: PretrainConfig, vocab_size: int) -> SliqueNet:
+    """Image encoder (from scratch, or from --init) and text tower of the configured shape."""
+    from sliq_cli.model.checkpoint import load_encoder
+    from sliq_cli.model.registry import create_model
+    from sliq_cli.model.text import TextConfig, TextEncoder
+
+    image = load_encoder(cfg.init).train() if cfg.init else create_model(cfg.model)
+    text = None
+    if cfg.image_text:
+        tcfg = TextConfig(vocab_size=vocab_size, context=cfg.context, width=cfg.text_width, layers=cfg.text_layers,
+                          heads=cfg.text_heads, embed_dim=image.config.embed_dim)
+        text = TextEncoder(tcfg)
+    return SliqueNet(image, text)
+
+
+def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weight matrices and kernels only; none on norms, biases, embeddings' position table."""
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        (decay if p.ndim >= 2 and "positional_embedding" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _prepare_run(cfg: PretrainConfig, records: list, db, resume: bool) -> None:
+    """Rank 0, before any process trains: config.json and (fresh runs) the tokenizer learned from the texts."""
+    from sliq_cli.model.tokenizer import Tokenizer
+    from sliq_cli.tadac.texts import all_texts
+
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run / "config.json", cfg.to_dict())
+    if cfg.image_text and not (resume and (run / "tokenizer.json").exists()):
+        Tokenizer.train(all_texts(db), cfg.vocab_size).save(run / "tokenizer.json")
+
+
+def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: int | None = None) -> None:
+    from sliq_cli.model.tokenizer import Tokenizer
+    from sliq_cli.tadac.database import load_database
+    from sliq_cli.train.data import ImageStore, Prefetcher, Sampler, TextPicker, ViewMaker, select_records
+    from sliq_cli.train.distributed import all_reduce_mean
+    from sliq_cli.train.loss import SliqueLoss
+
+    device = _device(cfg, info)
+    init_process_group(info, device.type, port)
+    if device.type == "cpu":  # subnormal floats (small gradients, momentum tails) slow CPU SGD steps several-fold
+        torch.set_flush_denormal(True)
+    try:
+        run = Path(cfg.out)
+        db = load_database(cfg.db)
+        records = select_records(db.records, cfg.data_fraction, cfg.seed)
+        if info.is_main:
+            _prepare_run(cfg, records, db, resume)
+        _barrier(info)
+        tokenizer = Tokenizer.load(run / "tokenizer.json") if cfg.image_text else None
+
+        # Models: identical initialisation on every rank (same seed); DDP also broadcasts rank 0's weights.
+        torch.manual_seed(cfg.seed)
+        net = build_models(cfg, tokenizer.vocab_size if tokenizer else 0).to(device)
+        if device.type == "cuda":
+            net = net.to(memory_format=torch.channels_last)
+            if info.world_size > 1:  # BN statistics over the global batch, as one process would compute them
+                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        optimizer = torch.optim.SGD(param_groups(net, cfg.weight_decay), lr=cfg.peak_lr, momentum=cfg.momentum)
+        start = load_state(run, net, optimizer) if resume else 0
+        model = net
+        if info.world_size > 1:
+            model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        forward = torch.compile(model) if cfg.compile else model
+        loss_fn = SliqueLoss(cfg.alpha, cfg.temperature, info.rank, info.world_size, cfg.image_text, cfg.image_image)
+
+        # Data, resident on the device.
+        _emit(on_log, run, info, {"event": "decoding", "records": len(records)}, log=False)
+        workers = max(1, (cfg.workers or os.cpu_count() or 1) // info.world_size)
+        store = ImageStore.build(records, device, workers, cfg.max_resident_gb)
+        sampler = Sampler(records, cfg.batch_size, cfg.authentic_fraction, cfg.group_size, cfg.seed)
+        texts = TextPicker(tokenizer, cfg.texts, cfg.context) if cfg.image_text else None
+        views = ViewMaker(store, records, cfg.crop_size, texts, device)
+        schedule = Schedule.from_config(cfg, sampler.steps_per_epoch)
+        _emit(on_log, run, info, {"event": "training", "start": start, "total": schedule.total_steps,
+                                  "steps_per_epoch": sampler.steps_per_epoch}, log=False)
+
+        b = cfg.batch_size // info.world_size
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+        sums = torch.zeros(3, device=device)  # loss, loss_it, loss_ii summed since the last log
+        first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
+        t_last, n_last, last_saved = time.perf_counter(), start, start
+        def make_batch(step: int):
+            rng = np.random.default_rng([cfg.seed, step, info.rank])
+            return views(*sampler.local_batch(step, info.rank, info.world_size), rng)
+
+        batches = Prefetcher(make_batch, range(start, schedule.total_steps), device)
+        net.train()
+        for step in range(start, schedule.total_steps):
+            lr = schedule.lr(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = batches.get(step)
+            images = batch.images  # (3b, 3, P, P): saliency crops, views 1, views 2
+            if not (cfg.image_text and cfg.image_image):  # an ablation: encode only the crops its branch uses
+                images = images[:b] if cfg.image_text else images[b:]
+            with autocast:
+                emb, txt = forward(images.contiguous(memory_format=torch.channels_last), batch.tokens)  # (nb, D), (b, D)
+            img_t = emb[:b] if cfg.image_text else None
+            view1, view2 = (emb[-2 * b : -b], emb[-b:]) if cfg.image_image else (None, None)
+            out = loss_fn(img_t, txt, view1, view2, batch.text_ids, batch.text_mask)
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            optimizer.step()
+
+            loss = out["loss"].detach()
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+            sums += torch.stack([loss, *(out[k].detach().to(device) for k in ("loss_it", "loss_ii"))])
+            done = step + 1
+            if done % cfg.log_every == 0 or done == schedule.total_steps:
+                _check_finite(first_bad, run, last_saved)
+                means = (all_reduce_mean(sums, info.world_size) / (done - n_last)).tolist()
+                now = time.perf_counter()
+                _emit(on_log, run, info, {
+                    "step": done, "total": schedule.total_steps, "samples": done * cfg.batch_size,
+                    "loss": means[0], "loss_it": means[1], "loss_ii": means[2], "lr": lr,
+                    "samples_per_s": (done - n_last) * cfg.batch_size / (now - t_last),
+                    "max_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+                })
+                sums.zero_()
+                t_last, n_last = now, done
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < schedule.total_steps:
+                _check_finite(first_bad, run, last_saved)
+                if info.is_main:
+                    save_state(run, net, optimizer, done, cfg)
+                last_saved = done
+            if cfg.export_every and done % cfg.export_every == 0 and info.is_main:
+                export(run, net, tokenizer, cfg, done)
+        _check_finite(first_bad, run, last_saved)
+        done = max(start, schedule.total_steps)
+        if info.is_main:
+            if done > start:
+                save_state(run, net, optimizer, done, cfg)
+            export(run, net, tokenizer, cfg, done)
+            _emit(on_log, run, info, {"event": "exported", "step": done, "export": str(run / "export")}, log=False)
+        _barrier(info)
+    finally:
+        destroy_process_group()
+        if device.type == "cpu":
+            torch.set_flush_denormal(False)
+
+
+def _barrier(info: DistInfo) -> None:
+    if info.world_size > 1:
+        torch.distributed.barrier()
+
+
+def _emit(on_log, run: Path, info: DistInfo, record: dict, log: bool = True) -> None:
+    """Rank 0: append a record to RUN/log.jsonl (training records) and pass it to the progress callback."""
+    if not info.is_main:
+        return
+    if log:
+        with open(run / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+    if on_log is not None:
+        on_log(record)
+
+
+def _check_finite(first_bad: torch.Tensor, run: Path, last_saved: int) -> None:
+    bad = int(first_bad)
+    if bad >= 0:
+        raise SliqError(f"the loss became NaN/inf at step {bad + 1}; stopped without saving. The last good state "
+                        f"is step {last_saved} in {run / 'state'} (try a lower learning rate or --batch-size)")
+
+
+# ------------------------------------------------------------------------------------------------ state
+
+
+def save_state(run: Path, net: SliqueNet, optimizer: torch.optim.Optimizer, step: int, cfg: PretrainConfig) -> None:
+    """Write state/step-N/ completely, then point state/latest.json at it, then remove older states."""
+    state_dir = run / "state"
+    name = f"step-{step:09d}"
+    folder = state_dir / name
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    names = {id(p): n for n, p in net.named_parameters()}
+    momentum = {names[id(p)]: s["momentum_buffer"] for p, s in optimizer.state.items() if s.get("momentum_buffer") is not None}
+    atomic_save_safetensors(folder / "image.safetensors", _cpu(net.image.state_dict()))
+    if net.text is not None:
+        atomic_save_safetensors(folder / "text.safetensors", _cpu(net.text.state_dict()))
+    atomic_save_safetensors(folder / "momentum.safetensors", _cpu(momentum))
+    atomic_write_json(folder / "state.json", {"step": step, "config": cfg.to_dict()})
+    atomic_write_json(state_dir / "latest.json", {"step": step, "dir": name})
+    for old in state_dir.glob("step-*"):
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _cpu(tensors: dict) -> dict:
+    return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+
+
+def load_state(run: Path, net: SliqueNet, optimizer: torch.optim.Optimizer) -> int:
+    """Restore weights and momentum from state/latest.json; returns the step to continue from."""
+    from safetensors.torch import load_file
+
+    latest = run / "state" / "latest.json"
+    try:
+        pointer = json.loads(latest.read_text())
+        folder = run / "state" / pointer["dir"]
+        device = next(net.parameters()).device
+        net.image.load_state_dict(load_file(str(folder / "image.safetensors"), device=str(device)))
+        if net.text is not None:
+            net.text.load_state_dict(load_file(str(folder / "text.safetensors"), device=str(device)))
+        momentum = load_file(str(folder / "momentum.safetensors"), device=str(device))
+    except (OSError, KeyError, ValueError, RuntimeError) as e:
+        raise SliqError(f"{latest}: cannot restore the saved state ({e})") from None
+    for name, p in net.named_parameters():
+        if name in momentum:
+            optimizer.state[p]["momentum_buffer"] = momentum[name].to(p.dtype)
+    return int(pointer["step"])
+
+
+def export(run: Path, net: SliqueNet, tokenizer, cfg: PretrainConfig, step: int) -> None:
+    """RUN/export/: the scoring checkpoint (image encoder) + text/ (text tower, tokenizer); optionally shards."""
+    from sliq_cli.model.checkpoint import save_encoder
+    from sliq_cli.model.text import save_text_tower
+
+    image = _plain_encoder(net.image)
+    extra = {"pretrain": {"step": step, "samples": step * cfg.batch_size, "run": str(run.resolve())}}
+    save_encoder(image, run / "export", extra=extra)
+    if net.text is not None:
+        save_text_tower(net.text, tokenizer, run / "export" / "text")
+    if cfg.export_shard_mb:
+        save_encoder(image, run / "export-shards", extra=extra, dtype=cfg.export_dtype, max_shard_mb=cfg.export_shard_mb)
+
+
+def _plain_encoder(image: nn.Module) -> nn.Module:
+    """The image encoder with SyncBatchNorm turned back into BatchNorm, so its checkpoint loads anywhere."""
+    if not any(isinstance(m, nn.SyncBatchNorm) for m in image.modules()):
+        return image
+    from sliq_cli.model.encoder import ImageEncoder
+
+    plain = ImageEncoder(image.config)
+    plain.load_state_dict(image.state_dict())
+    return plain

@@ -1,0 +1,112 @@
+"""End-to-end pretraining on a tiny TADAC database built from examples/: loss goes down, resume equivalence, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from sliq_cli.cli.pretrain import pretrain as pretrain_command
+from sliq_cli.errors import SliqError, UsageError
+from sliq_cli.model.checkpoint import load_encoder
+from sliq_cli.model.text import load_text_tower
+from sliq_cli.tadac.database import build_database
+from sliq_cli.train.loop import pretrain
+
+TINY = dict(model="slique-resnet18", crop_size=64, text_width=64, text_layers=2, text_heads=4, workers=1,
+            device="cpu", group_size=4, log_every=1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Training on the CPU flushes subnormal floats, which takes effect in the calling thread only; an intra-op
+    thread pool created earlier in this process would keep them and run the steps several times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _db(tmp_path, examples, pristine):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,label\n" + "".join(f"{p.name},{n}\n" for p, n in zip(examples, ["hats", "motorbikes", "river", "airplane", "parrots"])))
+    out = tmp_path / ("db_p" if pristine else "db_a")
+    globs = dict(pristine_globs=["kodim0*", "kodim14*"]) if pristine else dict(authentic_globs=["*"])
+    build_database([str(p) for p in examples], out, labels_csv=labels, workers=1, **globs)
+    return out
+
+
+def _losses(run) -> dict[int, float]:
+    """Loss per step, the last record of each step (a resumed run logs the steps after its state again)."""
+    return {r["step"]: r["loss"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())}
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_follows_the_uninterrupted_run(tmp_path, example_photos):
+    db = _db(tmp_path, example_photos, pristine=True)
+    cfg = dict(TINY, db=str(db), batch_size=8, steps=4, checkpoint_every=2)
+    pretrain(dict(cfg, out=str(tmp_path / "full")))
+
+    def kill_after_step_3(record):
+        if record.get("step") == 3:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        pretrain(dict(cfg, out=str(tmp_path / "cut")), on_log=kill_after_step_3)
+    assert json.loads((tmp_path / "cut" / "state" / "latest.json").read_text())["step"] == 2
+    with pytest.raises(UsageError, match="already holds a run"):
+        pretrain(dict(cfg, out=str(tmp_path / "cut")))
+    with pytest.raises(UsageError, match="cannot change alpha"):
+        pretrain(dict(cfg, out=str(tmp_path / "cut"), alpha=0.5), resume=True)
+    pretrain(dict(cfg, out=str(tmp_path / "cut")), resume=True)
+    full, cut = _losses(tmp_path / "full"), _losses(tmp_path / "cut")
+    assert list(cut) == [1, 2, 3, 4]
+    assert cut == pytest.approx(full, rel=1e-5)
+
+    # A finished run continues to a new, longer target.
+    pretrain(dict(cfg, out=str(tmp_path / "full"), steps=5), resume=True)
+    assert max(_losses(tmp_path / "full")) == 5
+    encoder = load_encoder(tmp_path / "full" / "export")
+    assert encoder.meta["pretrain"]["step"] == 5
+    text, tokenizer = load_text_tower(tmp_path / "full" / "export" / "text")
+    assert text.config.width == 64 and tokenizer.vocab_size > 259
+
+
+def test_loss_goes_down_and_export_loads(tmp_path, example_photos):
+    db = _db(tmp_path, example_photos, pristine=False)
+    run = tmp_path / "run"
+    pretrain(dict(TINY, db=str(db), out=str(run), batch_size=5, steps=30, base_lr=3.0, warmup_epochs=0.0,
+                  export_shard_mb=6.0, export_dtype="bf16", checkpoint_every=0))
+    losses = list(_losses(run).values())
+    assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5
+    config = json.loads((run / "config.json").read_text())
+    assert config["steps"] == 30 and config["texts"] == ["content", "distortion", "appearance"]
+    assert load_encoder(run / "export").config.trunk == "resnet18"
+    shards = sorted((run / "export-shards").glob("model-*.safetensors"))
+    assert len(shards) > 1 and all(s.stat().st_size < 6 * 2**20 + 65536 for s in shards)
+    assert load_encoder(run / "export-shards").meta["dtype"] == "bfloat16"
+
+
+def test_cli_runs_an_ablation_and_rejects_bad_options(tmp_path, example_photos):
+    db = _db(tmp_path, example_photos, pristine=False)
+    app = typer.Typer()
+    app.command()(pretrain_command)
+    runner = CliRunner()
+    args = ["--db", str(db), "--out", str(tmp_path / "run"), "--model", "slique-resnet18", "--crop-size", "64",
+            "--batch-size", "6", "--steps", "2", "--workers", "1", "--device", "cpu", "--no-image-text"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "run" / "export" / "text").exists()  # no text tower trained
+    bad = runner.invoke(app, [*args[:-1], "--texts", "content,colour"])
+    assert bad.exit_code != 0
+    assert isinstance(bad.exception, (UsageError, SliqError)) or "texts" in bad.output
+
+
+
