@@ -19,6 +19,7 @@ def pretrain(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=2, help="Global batch (default 256).")] = None,
     epochs: Annotated[Optional[float], typer.Option("--epochs", help="Training length in epochs (default 30).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Training length in steps (overrides --epochs).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Learning rate at batch 1024, scaled linearly with --batch-size (paper: 0.006).")] = None,
     alpha: Annotated[Optional[float], typer.Option("--alpha", help="Weight of the image-image loss (default 0.7).")] = None,
     no_image_text: Annotated[bool, typer.Option("--no-image-text", help="Ablation: image-image branch only.")] = False,
     no_image_image: Annotated[bool, typer.Option("--no-image-image", help="Ablation: image-text branch only.")] = False,
@@ -47,7 +48,7 @@ def pretrain(
     if export_dtype is not None and export_shard_mb is None:
         raise UsageError("--export-dtype applies to the sharded export; give --export-shard-mb too")
     given = {
-        "gpus": gpus, "batch_size": batch_size, "epochs": epochs, "steps": steps, "alpha": alpha,
+        "gpus": gpus, "batch_size": batch_size, "epochs": epochs, "steps": steps, "base_lr": lr, "alpha": alpha,
         "texts": texts.split(",") if texts else None, "data_fraction": data_fraction,
         "init": str(init) if init else None, "model": model, "checkpoint_every": checkpoint_every,
         "export_every": export_every, "export_shard_mb": export_shard_mb, "export_dtype": export_dtype,
