@@ -89,8 +89,8 @@ def main() -> None:
     n_images = args.images or (8000 if cuda else 24)
     batch = args.batch_size or (128 if cuda else 8)
     seconds = args.seconds or (20.0 if cuda else 30.0)
-    if cuda:
-        torch.backends.cudnn.benchmark = True
+    # No cudnn.benchmark: `sliq score` leaves it off, because full-resolution folders bring many input shapes and
+    # each new shape would trigger an autotune costing more than it saves.
     print(f"machine: {describe()}", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -93,7 +93,8 @@ class FeatureExtractor:
             return out
 
     # -- the model -------------------------------------------------------------------------------------------
-    def _forward(self, batch: list) -> np.ndarray:
+    def _forward(self, batch: list):
+        """Launch the model on a batch; returns the (B, D) features still on the device (no host sync here)."""
         import torch
 
         x = torch.stack([t.to(self.device, non_blocking=True) for t in batch]).float().div_(255.0)  # (B, 3, H, W)
@@ -103,7 +104,7 @@ class FeatureExtractor:
                 feats = self.encoder.quality_features(x)
         else:
             feats = self.encoder.quality_features(x)
-        return feats.float().cpu().numpy()  # (B, D)
+        return feats  # (B, D)
 
     def _fit(self, t):
         """Apply the protocol's shorter-side rescale, then bound the size by max_pixels (antialiased, on t's device)."""
@@ -127,12 +128,20 @@ class FeatureExtractor:
         buckets: OrderedDict[tuple, list] = OrderedDict()
         pending = 0
         jpegs: list = []  # (index, item) awaiting GPU decode
+        in_flight = None  # (indices, device features) of the last batch launched: read back only after the next
+        # launch, so that on a GPU the host decodes and batches while the device computes
+
+        def read_back(batch):
+            idx, feats = batch
+            yield from zip(idx, feats.float().cpu().numpy(), [None] * len(idx))
 
         def run(key):
-            nonlocal pending
+            nonlocal pending, in_flight
             idx, tensors = zip(*buckets.pop(key))
             pending -= len(idx)
-            yield from zip(idx, self._forward(list(tensors)), [None] * len(idx))
+            previous, in_flight = in_flight, (idx, self._forward(list(tensors)))
+            if previous is not None:
+                yield from read_back(previous)
 
         def add(i, t):
             nonlocal pending
@@ -168,6 +177,8 @@ class FeatureExtractor:
                 yield from decode_jpegs()
             while buckets:
                 yield from run(next(iter(buckets)))
+            if in_flight is not None:
+                yield from read_back(in_flight)
 
 
 def _prefetch(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, depth: int):
