@@ -114,17 +114,6 @@ class RidgeHead:
         )
 
 
-def read_head_meta(path) -> dict:
-    """A head's metadata without loading its tensors (for listings)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as st:
-        md = st.metadata() or {}
-    if md.get("format") != FORMAT:
-        raise HeadError(f"{path}: not a sliq head")
-    return json.loads(md.get("head", "{}"))
-
-
 def head_search_path(name: str, model_dir, fingerprint: str) -> list[Path]:
     """Where `--head NAME` is looked for, in order: the model's own heads/, then the user's heads for this encoder."""
     from sliq_cli.paths import user_heads_dir

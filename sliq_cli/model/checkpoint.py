@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from sliq_cli.atomic import atomic_save_safetensors, atomic_write_json
@@ -188,19 +185,3 @@ def load_encoder(model_dir, device: str = "cpu"):
     model.source = str(model_dir)
     model.meta = meta
     return model.to(device).eval()
-
-
-def copy_checkpoint(src, dst) -> None:
-    """Copy a checkpoint folder atomically (staged in a temp folder beside dst, then renamed)."""
-    src, dst = Path(src), Path(dst)
-    validate_checkpoint_dir(src)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
-        shutil.copytree(src, stage, dirs_exist_ok=True)
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.replace(stage, dst)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
