@@ -26,7 +26,8 @@ class HeadEntry:
     path: str
     dataset: str | None = None
     n_train: int | None = None
-    metrics: dict = field(default_factory=dict)  # the head's recorded `fit` numbers (srocc, plcc, ...)
+    # the paper protocol's test means (srocc, plcc, ...) when recorded, then the deployable fit's own numbers (cv_*, ...)
+    metrics: dict = field(default_factory=dict)
     created: str | None = None
     problem: str | None = None
 
@@ -40,8 +41,9 @@ class HeadEntry:
 
     @classmethod
     def from_meta(cls, path: Path, source: str, meta: dict) -> HeadEntry:
-        fit = meta.get("fit") or {}
-        metrics = {k: v for k, v in fit.items() if isinstance(v, (int, float))}
+        protocol = {k: v["mean"] for k, v in (meta.get("protocol") or {}).items() if isinstance(v, dict) and "mean" in v}
+        fit = {k: v for k, v in (meta.get("fit") or {}).items() if isinstance(v, (int, float))}
+        metrics = protocol | {k: v for k, v in fit.items() if k.startswith("cv_")} if protocol else fit
         return cls(path.stem, source, str(path), meta.get("dataset"), meta.get("n_train"), metrics, meta.get("created"))
 
 
