@@ -27,7 +27,8 @@ def fit_user_head(fingerprint: str, name: str, srocc: float) -> None:
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(30, 1024)), rng.uniform(0, 100, size=30)
     meta = {"name": name, "encoder_fingerprint": fingerprint, "dataset": "clive-dev",
-            "fit": {"srocc": srocc, "plcc": 0.5}, "mos_scale": {"min": 0, "max": 100, "higher_is_better": True}}
+            "protocol": {"srocc": {"mean": srocc, "std": 0.05}, "plcc": {"mean": 0.5, "std": 0.04}},
+            "fit": {"cv_srocc": srocc - 0.1, "cv_plcc": 0.4, "srocc": 0.99}, "mos_scale": {"min": 0, "max": 100, "higher_is_better": True}}
     RidgeHead.fit(X, y, alpha=1.0, meta=meta).save(user_heads_dir(fingerprint) / f"{name}.safetensors")
 
 
@@ -62,7 +63,8 @@ def test_export_run_folder_and_pull_it_back(run_dir, tmp_path, hub):
         assert section in card
     assert "| pristine | 12 |" in card  # from the database's tadac.json
     assert "| batch_size | 8 |" in card and "| loss | 3.9 |" in card  # run config and last complete log record
-    assert "| clive | clive-dev | 30 | 1 | 0.5 | 0.812 |" in card  # head metadata: n_train, alpha, plcc, srocc
+    # head metadata: images, protocol test means ± std, deployed head's CV (not its in-sample fit)
+    assert "| clive | clive-dev | 30 | 0.812 ± 0.050 | 0.500 ± 0.040 | 0.712 | 0.400 |" in card and "0.99" not in card
     assert not list(tmp_path.glob(".published.*"))  # the staging folder is gone
 
     # The folder is a valid Hub repository: pull it back through the protocol.
@@ -141,7 +143,8 @@ def test_models_lists_cache_and_user_heads(hub, tiny_encoder_dir):
     tiny = listed["org/tiny"]
     assert tiny.source == "hub" and tiny.revision == f"main ({commit[:12]})" and tiny.fingerprint == fp
     assert [(h.name, h.source) for h in tiny.heads] == [("test", "model"), ("mine", "user")]
-    assert tiny.heads[1].metrics == {"srocc": 0.7, "plcc": 0.5} and tiny.heads[1].dataset == "clive-dev"
+    assert tiny.heads[1].metrics == pytest.approx({"srocc": 0.7, "plcc": 0.5, "cv_srocc": 0.6, "cv_plcc": 0.4})
+    assert tiny.heads[1].dataset == "clive-dev"
     assert [h.name for h in listed[f"encoder {'e' * 16}"].heads] == ["orphan"]
     assert listed[f"encoder {'d' * 16}"].heads[0].problem
 
