@@ -97,7 +97,8 @@ def _write(results: list[dict], fmt: Format, out, run, scale: dict) -> None:
 
         from sliq_cli.cli.render import out_console
 
-        rng = f"{scale.get('min', '?')}–{scale.get('max', '?')}, {'higher' if scale.get('higher_is_better', True) else 'lower'} is better"
+        lo, hi = (f"{scale[k]:.4g}" if isinstance(scale.get(k), (int, float)) else "?" for k in ("min", "max"))
+        rng = f"{lo}–{hi}, {'higher' if scale.get('higher_is_better', True) else 'lower'} is better"
         table = Table(title=f"sliq · head {run.head.name or '?'} ({rng})", title_justify="left")
         table.add_column("image", overflow="fold")
         table.add_column("score", justify="right")
