@@ -34,7 +34,7 @@ def main() -> None:
     import torch
     from scipy.stats import spearmanr
 
-    from sliq_cli.images import list_images
+    from sliq_cli.images import list_images, pil_to_float
     from sliq_cli.iqa.features import resolve_device
     from sliq_cli.iqa.head import resolve_head
     from sliq_cli.model.checkpoint import load_encoder
@@ -53,7 +53,7 @@ def main() -> None:
     levels = np.arange(6)  # 0 = pristine
     scores = np.zeros((len(DISTORTIONS), len(files), 6))  # (type, image, level)
     for j, f in enumerate(files):
-        x = torch.from_numpy(np.asarray(load_work_pil(f), dtype=np.float32) / 255).permute(2, 0, 1)[None].to(device)
+        x = pil_to_float(load_work_pil(f))[None].to(device)  # (1, 3, h, w)
         for t, d in enumerate(DISTORTIONS):
             variants = [x]
             for level in range(1, 6):

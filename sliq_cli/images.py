@@ -124,5 +124,10 @@ def pil_to_tensor(img):
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
+def pil_to_float(img):
+    """PIL RGB -> (3, H, W) float32 tensor in [0, 1], the library's image convention."""
+    return pil_to_tensor(img).float().div_(255.0)
+
+
 def is_jpeg(path) -> bool:
     return Path(path).suffix.lower() in JPEG_SUFFIXES

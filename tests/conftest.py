@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def tiny_encoder_dir(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_model")
     model = make_tiny_encoder()
-    model.config = type(model.config)(**{**model.config.__dict__, "default_head": "test"})
+    model.config = dataclasses.replace(model.config, default_head="test")
     fp = save_encoder(model, out)
     g = torch.Generator().manual_seed(0)
     imgs = torch.rand(24, 3, 64, 64, generator=g) * torch.linspace(0.1, 1.0, 24).view(-1, 1, 1, 1)

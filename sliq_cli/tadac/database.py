@@ -49,7 +49,7 @@ import numpy as np
 from sliq_cli import __version__
 from sliq_cli.atomic import atomic_path, atomic_write_json, atomic_write_text
 from sliq_cli.errors import InputError, UsageError
-from sliq_cli.images import ImageLoadError, list_images, load_image
+from sliq_cli.images import ImageLoadError, list_images, load_image, pil_to_float
 from sliq_cli.tadac.appearance import ATTRIBUTES, BINS, appearance, bin_value, tertiles
 from sliq_cli.tadac.saliency import saliency_box
 from sliq_cli.tadac.texts import N_KADIS_TYPES, N_LEVELS, TEXT_TYPES, VARIANTS_PER_PRISTINE, phrase_bank
@@ -174,8 +174,6 @@ def tensor_to_pil(x):
 
 def load_work_image(record: Record):
     """(3, h, w) float32 tensor in [0, 1]: the record's working image, decoded as the build did."""
-    import torch
-
     try:
         img = load_work_pil(record.path)
     except ImageLoadError as e:
@@ -183,7 +181,7 @@ def load_work_image(record: Record):
     if list(img.size) != list(record.work_size):
         raise InputError(record.path, f"working image is {list(img.size)}, the database says {record.work_size}: "
                                       "the source changed since the build")
-    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()  # (3, h, w)
+    return pil_to_float(img)  # (3, h, w)
 
 
 def _analyse(path: str) -> dict:
@@ -471,7 +469,7 @@ def _materialize_one(job: tuple[str, str, str, int]) -> int:
     path, record_id, folder, seed = job
     torch.set_num_threads(1)  # one process per core already
     img = load_work_pil(path)
-    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]  # (1, 3, h, w)
+    x = pil_to_float(img)[None]  # (1, 3, h, w)
     outputs = [(f"{record_id}.png", x)]
     for t in range(1, N_KADIS_TYPES + 1):
         for level in range(1, N_LEVELS + 1):
