@@ -59,17 +59,23 @@ def full_step(db: str, batch: int, steps: int, warmup: int, compile_: bool, work
     batches = Prefetcher(lambda i: views(*sampler.local_batch(i), np.random.default_rng([0, i])),
                          range(warmup + steps), device)
 
-    def step(i: int) -> None:
-        nonlocal view_s
-        t = time.perf_counter()
-        batch_ = batches.get(i)
-        view_s += time.perf_counter() - t
+    def train(batch_) -> None:
+        if compile_:
+            torch._dynamo.maybe_mark_dynamic(batch_.tokens, 1)  # as sliq pretrain does
         with torch.autocast("cuda", dtype=torch.bfloat16):
             emb, txt = forward(batch_.images.contiguous(memory_format=torch.channels_last), batch_.tokens)
         out = loss_fn(emb[:batch], txt, emb[batch : 2 * batch], emb[2 * batch :], batch_.text_ids, batch_.text_mask)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         opt.step()
+
+    def step(i: int):
+        nonlocal view_s
+        t = time.perf_counter()
+        batch_ = batches.get(i)
+        view_s += time.perf_counter() - t
+        train(batch_)
+        return batch_
 
     for i in range(warmup):
         step(i)
@@ -78,12 +84,19 @@ def full_step(db: str, batch: int, steps: int, warmup: int, compile_: bool, work
     view_s = 0.0
     t = time.perf_counter()
     for i in range(warmup, warmup + steps):
-        step(i)
+        last = step(i)
     _sync()
     seconds = time.perf_counter() - t
+    # The same step on one fixed batch, no data path: the ceiling of this model's step on this GPU.
+    t = time.perf_counter()
+    for _ in range(steps):
+        train(last)
+    _sync()
+    fixed = time.perf_counter() - t
     return {"samples_per_s": steps * batch / seconds, "step_ms": 1000 * seconds / steps,
-            "batch_wait_ms": 1000 * view_s / steps, "startup_s": startup,
-            "store_gb": store.flat.numel() / 1e9, "max_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
+            "batch_wait_ms": 1000 * view_s / steps, "fixed_batch_samples_per_s": steps * batch / fixed,
+            "startup_s": startup, "store_gb": store.flat.numel() / 1e9,
+            "max_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
 
 
 def resnet50_ceiling(images: int, steps: int, warmup: int, compile_: bool) -> float:
@@ -130,6 +143,7 @@ def main() -> None:
           f"{r['samples_per_s']:.0f} samples/s ({3 * r['samples_per_s']:.0f} encoder images/s), "
           f"{r['step_ms']:.0f} ms/step, waiting for the batch {r['batch_wait_ms']:.0f} ms/step, "
           f"max memory {r['max_mem_gb']:.1f} GiB, store {r['store_gb']:.2f} GB built in {r['startup_s']:.0f} s")
+    print(f"same step on a fixed batch (no data path): {r['fixed_batch_samples_per_s']:.0f} samples/s")
     if not args.skip_ceiling:
         for c in (False, True):
             ips = resnet50_ceiling(3 * args.batch_size, args.steps, args.warmup, c)

@@ -1,11 +1,13 @@
 """End-to-end scoring throughput (files -> scores) beside the model-only forward rate, at 512x384.
 
-    python bench/score_throughput.py [--device cuda] [--images 2000] [--batch-size 128] [--json out.json]
+    python bench/score_throughput.py [--device cuda] [--images 2000] [--batch-size 128] [--workers N] [--compile]
+                                     [--json out.json]
 
 The model is the paper-size encoder (random weights unless --model is given: speed does not depend on the
 weights). Images are JPEGs made from the example photos (random 512x384 crops of upscaled copies, q90). The model-only
 rate runs quality_features (both scales, as scoring does) on a batch already on the device; the end-to-end rate
-includes reading, decoding (nvJPEG on CUDA), batching, the model and the ridge head.
+includes reading, decoding (nvJPEG on CUDA), batching, the model and the ridge head, timed from the end of the first
+batch to the last score (so neither the model load nor, with --compile, the compilation on the first batch counts).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from machine import describe, machine  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_jpegs(folder: Path, n: int, size=(512, 384)) -> list[Path]:
+def make_jpegs(folder: Path, n: int, size=(512, 384), prefix: str = "img") -> list[Path]:
     import random
 
     from PIL import Image
@@ -34,13 +36,13 @@ def make_jpegs(folder: Path, n: int, size=(512, 384)) -> list[Path]:
     for i in range(n):
         src = sources[i % len(sources)]
         x, y = rng.randrange(0, 768 - size[0]), rng.randrange(0, 512 - size[1])
-        p = folder / f"img{i:05d}.jpg"
+        p = folder / f"{prefix}{i:05d}.jpg"
         src.crop((x, y, x + size[0], y + size[1])).save(p, quality=90)
         out.append(p)
     return out
 
 
-def model_only_rate(encoder, device: str, batch_size: int, seconds: float) -> float:
+def model_only_rate(encoder, device: str, batch_size: int, seconds: float, compile_: bool) -> float:
     import torch
 
     x = torch.rand(batch_size, 3, 384, 512, device=device)
@@ -48,12 +50,13 @@ def model_only_rate(encoder, device: str, batch_size: int, seconds: float) -> fl
     if cuda:
         x = x.contiguous(memory_format=torch.channels_last)
         encoder.to(memory_format=torch.channels_last)
+    features = torch.compile(encoder.quality_features) if compile_ else encoder.quality_features
 
     def step():
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            encoder.quality_features(x)
+            features(x)
 
-    step()  # warm-up (cuDNN autotune, allocator)
+    step()  # warm-up (compilation, allocator)
     if cuda:
         torch.cuda.synchronize()
     n, t0 = 0, time.perf_counter()
@@ -72,6 +75,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="default: 128 on CUDA, 8 on CPU")
     ap.add_argument("--seconds", type=float, default=None, help="model-only timing length")
     ap.add_argument("--model", default=None, help="a model folder (default: random paper-size encoder)")
+    ap.add_argument("--workers", type=int, default=None, help="reader threads (default: sliq score's)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the encoder, as `sliq score --compile`")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -86,7 +91,7 @@ def main() -> None:
 
     device = resolve_device(args.device)
     cuda = device.startswith("cuda")
-    n_images = args.images or (8000 if cuda else 24)
+    n_images = args.images or (8192 if cuda else 24)
     batch = args.batch_size or (128 if cuda else 8)
     seconds = args.seconds or (20.0 if cuda else 30.0)
     # No cudnn.benchmark: `sliq score` leaves it off, because full-resolution folders bring many input shapes and
@@ -103,25 +108,46 @@ def main() -> None:
         RidgeHead(np.zeros(dim), 50.0, np.zeros(dim), np.ones(dim),
                   {"name": "bench", "encoder_fingerprint": encoder.fingerprint}).save(tmp / "bench.safetensors")
 
-        raw = model_only_rate(encoder, device, batch, seconds)
-        print(f"model only (quality_features, 2 scales, 512x384, batch {batch}): {raw:,.1f} img/s", flush=True)
+        raw = model_only_rate(encoder, device, batch, seconds, args.compile)
+        print(f"model only (quality_features, 2 scales, 512x384, batch {batch}, compile={args.compile}): "
+              f"{raw:,.1f} img/s", flush=True)
 
         (tmp / "imgs").mkdir()
         files = make_jpegs(tmp / "imgs", n_images)
-        # one warm-up pass over a few files, then the timed pass over all of them
-        list(score_images(files[: batch * 2], model=str(model_dir), head=str(tmp / "bench.safetensors"),
-                          device=device, batch_size=batch).results)
-        # Model and head load once per command (a second or two, most of it the weight fingerprint check); the
-        # rate below is the streaming rate after that: reading, decoding, batching, the model and the head.
-        run = score_images(files, model=str(model_dir), head=str(tmp / "bench.safetensors"), device=device, batch_size=batch)
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        scored = sum(r.score is not None for r in run.results)
+        head = str(tmp / "bench.safetensors")
+        if not args.compile:  # a warm-up pass (allocator, decoder); compiled runs warm up on their first batch
+            list(score_images(files[: batch * 2], model=str(model_dir), head=head, device=device, batch_size=batch,
+                              workers=args.workers).results)
+        run = score_images(files, model=str(model_dir), head=head, device=device, batch_size=batch,
+                           workers=args.workers, compile=args.compile)
+        seen, scored, t0 = 0, 0, None
+        for r in run.results:
+            seen += 1
+            if seen == batch:
+                t0 = time.perf_counter()  # the first batch is out: model loaded and, with --compile, compiled
+            elif seen > batch:
+                scored += r.score is not None
         e2e = scored / (time.perf_counter() - t0)
-    print(f"end to end (files -> scores, {scored} JPEGs 512x384, batch {batch}): {e2e:,.1f} img/s "
+        if args.compile:
+            # The compiled model must give the eager model's scores (bf16 rounding apart), on mixed sizes too.
+            check = files[:256] + make_jpegs(tmp / "imgs", 96, size=(336, 448), prefix="tall") + \
+                make_jpegs(tmp / "imgs", 40, size=(500, 333), prefix="odd")
+            random_head = str(tmp / "random.safetensors")  # the bench head is constant; this one reads the features
+            RidgeHead(np.random.default_rng(0).normal(size=dim), 50.0, np.zeros(dim), np.ones(dim),
+                      {"name": "random", "encoder_fingerprint": encoder.fingerprint}).save(random_head)
+            scores = {}
+            for compiled in (False, True):
+                got = score_images(check, model=str(model_dir), head=random_head, device=device, batch_size=batch,
+                                   workers=args.workers, compile=compiled).results
+                scores[compiled] = {r.path: r.score for r in got}
+            diff = max(abs(scores[True][k] - scores[False][k]) for k in scores[False])
+            spread = float(np.std(list(scores[False].values())))
+            print(f"compiled vs eager on {len(check)} images of 3 sizes: max |score difference| {diff:.4g} "
+                  f"(score std {spread:.4g})", flush=True)
+    print(f"end to end (files -> scores, {scored} JPEGs 512x384, batch {batch}, compile={args.compile}): {e2e:,.1f} img/s "
           f"= {100 * e2e / raw:.0f}% of the model-only rate", flush=True)
-    result = {"machine": machine(), "device": device, "batch_size": batch, "images": scored,
+    result = {"machine": machine(), "device": device, "batch_size": batch, "compile": args.compile,
+              "workers": args.workers, "images": scored,
               "model_only_img_s": raw, "end_to_end_img_s": e2e, "ratio": e2e / raw}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

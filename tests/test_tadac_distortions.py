@@ -12,6 +12,8 @@ from PIL import Image
 
 from sliq_cli.tadac.distortions import (
     DISTORTIONS,
+    _box_pool,
+    _filter_separable,
     _motion_kernels,
     distort,
     distortion_by_name,
@@ -254,6 +256,14 @@ def test_blur_kernels_match_fspecial():
     kernel = _motion_kernels(4, torch.tensor([0.0]))[0]
     assert torch.allclose(kernel[kernel.shape[0] // 2], torch.tensor([0, 0.125, 0.25, 0.25, 0.25, 0.125, 0]))
     assert float(kernel.sum()) == pytest.approx(1.0)
+
+
+def test_box_mean_by_pooling_matches_band_matmul(generated):
+    """Denoise's box means pool off the CPU and use band matmuls on it: the two must agree (borders included)."""
+    for size in (5, 11):
+        band = _filter_separable(generated, (1.0 / size,) * size)
+        pooled = _box_pool(F.pad(generated, (size // 2,) * 4, mode="replicate"), size)
+        assert torch.allclose(pooled, band, atol=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

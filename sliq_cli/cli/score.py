@@ -38,6 +38,11 @@ def score(
     sort: Annotated[bool, typer.Option("--sort", help="Sort by score, best first.")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results here instead of stdout.")] = None,
     workers: WorkersOpt = None,
+    compile_: Annotated[
+        bool,
+        typer.Option("--compile", help="torch.compile the encoder (CUDA): ~30 s once, then ~1.5x the images/s; "
+                                       "for large folders."),
+    ] = False,
 ):
     """Score images with a frozen SLIQUE encoder and a ridge head.
 
@@ -53,7 +58,8 @@ def score(
         fmt = _SUFFIX_FORMATS.get(output.suffix.lower(), Format.jsonl) if output else (
             Format.table if stdout_is_tty() else Format.jsonl
         )
-    run = score_images(files, model=model, head=head, device=device.value, batch_size=batch_size, workers=workers)
+    run = score_images(files, model=model, head=head, device=device.value, batch_size=batch_size, workers=workers,
+                       compile=compile_)
     scale = run.head.mos_scale
     out = open(output, "w", encoding="utf-8") if output else sys.stdout
     results, failed = [], 0

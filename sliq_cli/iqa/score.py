@@ -26,7 +26,7 @@ class ScoreRun:
 
 
 def score_images(paths: list, model: str | None = None, head: str | None = None, device: str = "auto",
-                 batch_size: int = 8, workers: int | None = None) -> ScoreRun:
+                 batch_size: int = 8, workers: int | None = None, compile: bool = False) -> ScoreRun:
     """Resolve the model and head (errors raise before any image is read), then stream scores lazily."""
     from sliq_cli.iqa.features import FeatureExtractor, resolve_device
     from sliq_cli.iqa.head import resolve_head
@@ -43,7 +43,7 @@ def score_images(paths: list, model: str | None = None, head: str | None = None,
         raise HeadError(f"head {ridge.name!r} expects {ridge.feature_dim}-d features; this model gives {encoder.config.feature_dim}")
     # a head fitted under a rescaling protocol (SPAQ) must see images rescaled the same way
     resize_shorter = ridge.meta.get("feature_spec", {}).get("resize_shorter")
-    extractor = FeatureExtractor(encoder, device, batch_size, workers, resize_shorter)
+    extractor = FeatureExtractor(encoder, device, batch_size, workers, resize_shorter, compile)
     paths = [Path(p) for p in paths]
 
     def results() -> Iterator[ScoreResult]:

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 import torch
@@ -141,54 +141,99 @@ class _Rng:
         return torch.randn(shape, generator=self.generator, device=self.source).to(self.device)
 
 
+# ---------------------------------------------------------------- constants and elementwise helpers
+
+
+@lru_cache(maxsize=256)
+def _const(values: tuple, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """`values` as a tensor on `device`, built once (callers must not write to it): a host-to-device copy per call
+    would block the host until the GPU has caught up."""
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
+def _axpb(x: torch.Tensor, a: float, b: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """a * x + b in one elementwise pass: b rides in a 0-d CPU tensor, which CUDA kernels take by value (a float64
+    one, like a Python number, so it neither loses precision nor changes the result's dtype)."""
+    return torch.add(torch.tensor(b, dtype=torch.float64), x, alpha=a, out=out)
+
+
 # ---------------------------------------------------------------- colour spaces (MATLAB conventions)
 
 _XYZ_FROM_RGB = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169), (0.019334, 0.119193, 0.950227))
 _D65 = (0.950456, 1.0, 1.088754)
 _YCBCR_FROM_RGB = ((65.481, 128.553, 24.966), (-37.797, -74.203, 112.0), (112.0, -93.786, -18.214))
 _YCBCR_OFFSET = (16.0, 128.0, 128.0)
+_GREY = (0.2989, 0.5870, 0.1140)  # rgb2gray weights
 
 
 def _affine(x: torch.Tensor, matrix, offset=None) -> torch.Tensor:
-    """Per-pixel colour transform matrix @ pixel + offset as a 1x1 convolution: (B, 3, H, W) -> (B, 3, H, W)."""
-    weight = torch.as_tensor(matrix, dtype=x.dtype).view(3, 3, 1, 1).to(x.device)
-    bias = None if offset is None else torch.as_tensor(offset, dtype=x.dtype).to(x.device)
-    return F.conv2d(x, weight, bias)
+    """Per-pixel colour transform matrix @ pixel + offset: (B, 3, H, W) -> (B, K, H, W) for a K x 3 matrix.
+
+    One broadcast multiply-add per input channel: three elementwise passes at memory speed, where a 1x1 convolution
+    ran as a gemm taking as long as five passes (H100, 64 x 3 x 384 x 512).
+    """
+    k = len(matrix)
+    w = _const(tuple(zip(*matrix)), x.device, x.dtype).view(3, 1, k, 1, 1)  # w[j]: the weights of input channel j
+    if offset is None:
+        out = x[:, :1] * w[0]
+    else:
+        out = torch.addcmul(_const(tuple(offset), x.device, x.dtype).view(1, k, 1, 1), x[:, :1], w[0])
+    return out.addcmul_(x[:, 1:2], w[1]).addcmul_(x[:, 2:], w[2])
 
 
-@lru_cache(maxsize=None)
+# sRGB decoding is computed times 12.92, so its linear segment is the input itself; the matrices below take the
+# factor back (and lab_to_rgb's inverse matrix gives linear RGB times 12.92, which the encoding expects).
+_DECODE_SCALE = 12.92 ** (1 / 2.4) / 1.055  # 12.92 * ((c + 0.055) / 1.055) ** 2.4 = ((c + 0.055) * this) ** 2.4
+_ENCODE_SCALE = 1.055 / 12.92 ** (1 / 2.4)  # 1.055 * (l / 12.92) ** (1 / 2.4) = this * l ** (1 / 2.4)
+
+
+@cache
 def _lab_matrices() -> tuple:
-    """(linear RGB -> XYZ / white) and its inverse, as nested tuples of float64."""
-    to_xyz = np.array(_XYZ_FROM_RGB) / np.array(_D65)[:, None]
+    """(12.92 x linear RGB -> XYZ / white) and its inverse, as nested tuples of float64."""
+    to_xyz = np.array(_XYZ_FROM_RGB) / np.array(_D65)[:, None] / 12.92
     return tuple(map(tuple, to_xyz)), tuple(map(tuple, np.linalg.inv(to_xyz)))
 
 
-@lru_cache(maxsize=None)
+_YCBCR_SCALED = tuple(tuple(v / 255.0 for v in row) for row in _YCBCR_FROM_RGB)
+
+
+@cache
 def _ycbcr_inverse() -> tuple:
     """ycbcr_to_rgb as (matrix, offset) acting on YCbCr in [0, 1]."""
-    inv = np.linalg.inv(np.array(_YCBCR_FROM_RGB) / 255.0)
+    inv = np.linalg.inv(np.array(_YCBCR_SCALED))
     return tuple(map(tuple, inv)), tuple(-inv @ (np.array(_YCBCR_OFFSET) / 255.0))
 
 
-_LAB_FROM_F = ((0.0, 116.0, 0.0), (500.0, -500.0, 0.0), (0.0, 200.0, -200.0))
-_F_FROM_LAB = ((1 / 116.0, 1 / 500.0, 0.0), (1 / 116.0, 0.0, 0.0), (1 / 116.0, 0.0, -1 / 200.0))
 _DELTA = 6.0 / 29.0
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """sRGB [0, 1] -> CIE L*a*b* (D65), L in [0, 100]; MATLAB rgb2lab."""
-    lin = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4)
-    xyz = _affine(lin, _lab_matrices()[0])
-    f = torch.where(xyz > _DELTA**3, xyz.clamp(min=_DELTA**3) ** (1.0 / 3.0), xyz / (3 * _DELTA**2) + 4.0 / 29.0)
-    return _affine(f, _LAB_FROM_F, (-16.0, 0.0, 0.0))
+    """sRGB [0, 1] -> CIE L*a*b* (D65), L in [0, 100]; MATLAB rgb2lab.
+
+    Branches are selected with torch.where, which drops the NaN a power of a negative number gives in the branch
+    not taken (this is a forward-only transform).
+    """
+    decoded = _axpb(rgb, _DECODE_SCALE, 0.055 * _DECODE_SCALE).pow_(2.4)
+    xyz = _affine(torch.where(rgb <= 0.04045, rgb, decoded), _lab_matrices()[0])
+    f = torch.where(xyz > _DELTA**3, xyz.pow(1.0 / 3.0), _axpb(xyz, 1 / (3 * _DELTA**2), 4.0 / 29.0))
+    fx, fy, fz = f.unbind(1)
+    lab = torch.empty_like(f)  # L = 116 fy - 16, a = 500 (fx - fy), b = 200 (fy - fz)
+    _axpb(fy, 116.0, -16.0, out=lab[:, 0])
+    torch.sub(fx, fy, out=lab[:, 1]).mul_(500.0)
+    torch.sub(fy, fz, out=lab[:, 2]).mul_(200.0)
+    return lab
 
 
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     """CIE L*a*b* (D65) -> sRGB, not clamped (out-of-gamut values stay outside [0, 1]); MATLAB lab2rgb."""
-    f = _affine(lab, _F_FROM_LAB, (16.0 / 116.0, 16.0 / 116.0, 16.0 / 116.0))
-    xyz = torch.where(f > _DELTA, f**3, 3 * _DELTA**2 * (f - 4.0 / 29.0))
-    lin = _affine(xyz, _lab_matrices()[1])
-    return torch.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin.clamp(min=0.0031308) ** (1.0 / 2.4) - 0.055)
+    light, a, b = lab.unbind(1)
+    f = torch.empty_like(lab)  # fy = (L + 16) / 116, fx = fy + a / 500, fz = fy - b / 200
+    fy = _axpb(light, 1 / 116.0, 16.0 / 116.0, out=f[:, 1])
+    torch.add(fy, a, alpha=1 / 500.0, out=f[:, 0])
+    torch.add(fy, b, alpha=-1 / 200.0, out=f[:, 2])
+    xyz = torch.where(f > _DELTA, f**3, _axpb(f, 3 * _DELTA**2, -3 * _DELTA**2 * 4.0 / 29.0))
+    lin = _affine(xyz, _lab_matrices()[1])  # linear RGB times 12.92
+    return torch.where(lin <= 12.92 * 0.0031308, lin, _axpb(lin.pow(1.0 / 2.4), _ENCODE_SCALE, -0.055))
 
 
 def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
@@ -198,24 +243,23 @@ def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
     chroma = v - rgb.min(dim=1).values
     safe = chroma.clamp(min=1e-12)
     h = torch.where(argmax == 0, ((g - b) / safe) % 6, torch.where(argmax == 1, (b - r) / safe + 2, (r - g) / safe + 4))
-    h = torch.where(chroma > 0, h / 6.0, torch.zeros_like(h))
-    s = torch.where(v > 0, chroma / v.clamp(min=1e-12), torch.zeros_like(v))
+    h = torch.where(chroma > 0, h / 6.0, 0.0)
+    s = torch.where(v > 0, chroma / v.clamp(min=1e-12), 0.0)
     return torch.stack([h, s, v], dim=1)
 
 
 def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     """HSV -> RGB; linear in S, so S outside [0, 1] extrapolates exactly as MATLAB hsv2rgb does."""
-    h, s, v = hsv.unbind(1)
-    n = torch.tensor([5.0, 3.0, 1.0], device=hsv.device).view(1, 3, 1, 1)
-    k = (n + 6.0 * h.unsqueeze(1)) % 6.0
-    ramp = torch.minimum(k, 4.0 - k).clamp(0, 1)
-    return v.unsqueeze(1) * (1.0 - s.unsqueeze(1) * ramp)
+    h, s, v = hsv[:, :1], hsv[:, 1:2], hsv[:, 2:]
+    n = _const((5.0, 3.0, 1.0), hsv.device, hsv.dtype).view(1, 3, 1, 1)
+    k = torch.add(n, h, alpha=6.0).remainder_(6.0)
+    ramp = torch.minimum(k, 4.0 - k).clamp_(0, 1)
+    return torch.addcmul(v, v * s, ramp, value=-1.0)  # v * (1 - s * ramp)
 
 
 def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
     """RGB [0, 1] -> BT.601 studio-range YCbCr scaled to [0, 1] (Y in [16, 235]/255); MATLAB rgb2ycbcr."""
-    matrix = tuple(tuple(v / 255.0 for v in row) for row in _YCBCR_FROM_RGB)
-    return _affine(rgb, matrix, tuple(v / 255.0 for v in _YCBCR_OFFSET))
+    return _affine(rgb, _YCBCR_SCALED, tuple(v / 255.0 for v in _YCBCR_OFFSET))
 
 
 def ycbcr_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
@@ -225,8 +269,7 @@ def ycbcr_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) -> (B, 1, H, W) luma, MATLAB rgb2gray weights."""
-    w = torch.tensor([0.2989, 0.5870, 0.1140], device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
+    return _affine(x, (_GREY,))
 
 
 # ---------------------------------------------------------------- filtering helpers
@@ -273,13 +316,27 @@ def _filter2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return F.conv2d(y, weight, groups=b * c).view(b, c, h, w)
 
 
-def _box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Local mean over a size x size window, replicate borders."""
-    return _filter_separable(x, (1.0 / size,) * size)
+def _box_means(x: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local means of x and of x * x over a size x size window, replicate borders.
+
+    Off the CPU, row then column average pools of the padded image and of its square: each output reads `size`
+    neighbours a direction, where the band matmuls of _filter_separable spend a multiply-add per pixel of the
+    whole row and column (several times the time on a GPU). A CPU runs the matmuls faster than its pooling.
+    """
+    if x.device.type == "cpu":
+        taps = (1.0 / size,) * size
+        return _filter_separable(x, taps), _filter_separable(x * x, taps)
+    padded = F.pad(x, (size // 2,) * 4, mode="replicate")
+    return _box_pool(padded, size), _box_pool(padded * padded, size)
 
 
-@lru_cache(maxsize=None)
-def _disk_kernel(radius: int) -> torch.Tensor:
+def _box_pool(padded: torch.Tensor, size: int) -> torch.Tensor:
+    """Means over the size x size windows of an image padded by size // 2 on every side: the unpadded size."""
+    return F.avg_pool2d(F.avg_pool2d(padded, (1, size), stride=1), (size, 1), stride=1)
+
+
+@cache
+def _disk_kernel(radius: int, device: torch.device) -> torch.Tensor:
     """fspecial('disk', radius): the pillbox's exact area coverage of each pixel, normalised.
 
     fspecial's extra correction for radii just above a half-integer cannot occur for integer radii (the table's).
@@ -301,7 +358,7 @@ def _disk_kernel(radius: int) -> torch.Tensor:
     )
     grid = area * on_edge + ((maxxy + 0.5) ** 2 + (minxy + 0.5) ** 2 < r2)
     grid[crad, crad] = min(math.pi * r2, math.pi / 2, 1.0)
-    return torch.from_numpy(grid / grid.sum()).float()
+    return torch.from_numpy(grid / grid.sum()).float().to(device)
 
 
 def _motion_kernels(length: float, angles: torch.Tensor) -> torch.Tensor:
@@ -325,27 +382,32 @@ _LUT_SIZE = 4097
 
 
 @lru_cache(maxsize=64)
-def _curve_table(xs: tuple[float, ...], ys: tuple[float, ...], device: torch.device) -> torch.Tensor:
-    """MATLAB spline (not-a-knot) through the control points, tabulated on [0, 1] and clamped: (_LUT_SIZE,)."""
+def _curve_table(xs: tuple[float, ...], ys: tuple[float, ...], scale: float, device: torch.device) -> torch.Tensor:
+    """MATLAB spline (not-a-knot) through the control points, tabulated on [0, 1], clamped and times `scale`:
+    (1, 1, 1, _LUT_SIZE), a one-row image for grid_sample."""
     grid = np.linspace(0.0, 1.0, _LUT_SIZE)
-    table = np.clip(CubicSpline(np.array(xs), np.array(ys), bc_type="not-a-knot")(grid), 0.0, 1.0)
-    return torch.from_numpy(table).float().to(device)
+    table = np.clip(CubicSpline(np.array(xs), np.array(ys), bc_type="not-a-knot")(grid), 0.0, 1.0) * scale
+    return torch.from_numpy(table).float().view(1, 1, 1, -1).to(device)
 
 
-def _curve(x: torch.Tensor, xs: tuple[float, ...], ys: tuple[float, ...]) -> torch.Tensor:
-    """Tone curve through control points (xs, ys) for x in [0, 1], by linear interpolation in a 4097-entry table
-    (error below 1e-6 for these smooth curves)."""
-    table = _curve_table(tuple(xs), tuple(ys), x.device)
-    pos = x.clamp(0, 1) * (_LUT_SIZE - 1)
-    lo = pos.floor().clamp_(max=_LUT_SIZE - 2)
-    idx = lo.long()
-    left = table[idx]
-    return left + (pos - lo) * (table[idx + 1] - left)
+def _curve(x: torch.Tensor, xs: tuple[float, ...], ys: tuple[float, ...], scale: float = 1.0) -> torch.Tensor:
+    """Tone curve through control points (xs, ys) on [0, 1], applied to x in [0, scale] (input clamped, output
+    scaled alike), by linear interpolation in a 4097-entry table (error below 1e-6 for these smooth curves).
+
+    grid_sample does the lookup and interpolation in one pass: its "border" padding is the clamp, and
+    align_corners maps -1 and 1 to the table's ends.
+    """
+    b, w = x.shape[0], x.shape[-1]
+    grid = x.new_zeros(b, x[0].numel() // w, w, 2)  # (x, y) sample points; y = 0 on the one-row table
+    _axpb(x.reshape(grid.shape[:-1]), 2.0 / scale, -1.0, out=grid[..., 0])
+    table = _curve_table(tuple(xs), tuple(ys), scale, x.device).expand(b, -1, -1, -1)
+    out = F.grid_sample(table, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.view(x.shape)
 
 
-def _bend(x: torch.Tensor, mid: float) -> torch.Tensor:
-    """MATLAB curves(x, mid): the parabola through (0, 0), (0.5, mid), (1, 1)."""
-    return _curve(x, (0.0, 0.5, 1.0), (0.0, mid, 1.0))
+def _bend(x: torch.Tensor, mid: float, scale: float = 1.0) -> torch.Tensor:
+    """MATLAB curves(x, mid): the parabola through (0, 0), (0.5, mid), (1, 1), on [0, scale]."""
+    return _curve(x, (0.0, 0.5, 1.0), (0.0, mid, 1.0), scale)
 
 
 def _minmax(x: torch.Tensor) -> torch.Tensor:
@@ -361,18 +423,46 @@ def _strided(n: int, count: int, device: torch.device) -> torch.Tensor:
     return torch.linspace(0, n - 1, min(n, count), device=device).long()
 
 
-def _lloyd(points: torch.Tensor, weights: torch.Tensor, centres: torch.Tensor, steps: int) -> torch.Tensor:
-    """Weighted k-means: points (B, N, D), weights (B, N), centres (B, K, D) -> refined centres (B, K, D).
+def _kmeans(points: torch.Tensor, centres: torch.Tensor, steps: int) -> torch.Tensor:
+    """Lloyd's k-means: points (B, N, 3), centres (B, K, 3) -> refined centres (B, K, 3); empty clusters stay.
 
-    Cluster sums use a one-hot matmul rather than scatter_add so the result is deterministic on the GPU.
+    Cluster sums use a one-hot matmul rather than scatter_add so the result is deterministic on the GPU; a column
+    of ones in the points gives each cluster's count in the same product. Assignment keeps torch.cdist: 8-bit
+    colours are often exactly equidistant from two initial centres (themselves pixels), and another distance
+    formula would break some of those ties the other way, moving the whole palette.
     """
+    b, n, _ = points.shape
     k = centres.shape[1]
+    augmented = torch.cat([points, points.new_ones(b, n, 1)], -1)  # (B, N, 4)
     for _ in range(steps):
         assign = torch.cdist(points, centres).argmin(-1)  # (B, N)
-        onehot = F.one_hot(assign, k).to(points.dtype) * weights.unsqueeze(-1)  # (B, N, K)
-        mass = onehot.sum(1)  # (B, K)
-        sums = onehot.transpose(1, 2) @ points  # (B, K, D)
-        centres = torch.where(mass.unsqueeze(-1) > 0, sums / mass.clamp(min=1e-12).unsqueeze(-1), centres)
+        onehot = points.new_zeros(b, k, n).scatter_(1, assign.unsqueeze(1), 1.0)  # (B, K, N)
+        sums = onehot @ augmented  # (B, K, 4): coordinate sums, count
+        count = sums[..., 3:]
+        centres = torch.where(count > 0, sums[..., :3] / count, centres)
+    return centres
+
+
+def _lloyd_1d(hist: torch.Tensor, k: int, steps: int) -> torch.Tensor:
+    """Weighted k-means of the bins 0..255 with weights hist (B, 256) from k evenly spaced centres -> (B, K).
+
+    In 1-D the nearest centre changes at the midpoints of neighbouring centres, which stay sorted (a cluster's mean
+    lies within its own interval, and an empty cluster keeps its centre): bin v joins the centres up to j when
+    2 v <= c_j + c_j+1. That test is exact in float64 (it holds the sum of two float32 exactly), so a bin goes to
+    the lower centre only when truly equidistant, as an exact argmin with its first-index rule would do. A
+    cluster's count and sum are then differences of prefix sums of hist and v * hist at the midpoints: a few small
+    kernels a step instead of a distance matrix. The prefix sums are of integers below 2^24, so exact.
+    """
+    b = hist.shape[0]
+    bins = torch.arange(256, dtype=hist.dtype, device=hist.device)
+    twice = 2 * torch.arange(256, dtype=torch.float64, device=hist.device)
+    prefix = F.pad(torch.stack([hist, hist * bins], 1).cumsum(2), (1, 0))  # (B, 2, 257): over the bins < index
+    centres = ((torch.arange(k, device=hist.device) + 0.5) * 256 / k).expand(b, k)
+    for _ in range(steps):
+        edges = torch.searchsorted(twice, centres[:, 1:].double() + centres[:, :-1], right=True)  # (B, K-1): 0..256
+        cumulative = prefix.gather(2, edges.unsqueeze(1).expand(-1, 2, -1))  # (B, 2, K-1)
+        mass, sums = cumulative.diff(dim=2, prepend=prefix[..., :1], append=prefix[..., -1:]).unbind(1)
+        centres = torch.where(mass > 0, sums / mass, centres)
     return centres
 
 
@@ -391,6 +481,7 @@ def _last_cover(starts: torch.Tensor, patch: int, h: int, w: int) -> torch.Tenso
     return winner.scatter_reduce(1, flat, order, reduce="amax")
 
 
+@cache
 def _bayer(size: int, device: torch.device) -> torch.Tensor:
     """Ordered-dither thresholds in (-0.5, 0.5): the recursive Bayer matrix of side `size` (a power of two)."""
     m = torch.zeros(1, 1, device=device)
@@ -406,7 +497,7 @@ def _gaussian_blur(x, sigma, rng):
 
 
 def _lens_blur(x, radius, rng):
-    return _filter2d(x, _disk_kernel(int(radius)))
+    return _filter2d(x, _disk_kernel(int(radius), x.device))
 
 
 def _motion_blur(x, length, rng):
@@ -417,8 +508,8 @@ def _motion_blur(x, length, rng):
 def _color_diffusion(x, amount, rng):
     sigma = 1.5 * amount + 2
     lab = rgb_to_lab(x)
-    ab = _filter_separable(lab[:, 1:], _gauss_taps(sigma)) * amount
-    return lab_to_rgb(torch.cat([lab[:, :1], ab], 1))
+    lab[:, 1:] = _filter_separable(lab[:, 1:], _gauss_taps(sigma)).mul_(amount)
+    return lab_to_rgb(lab)
 
 
 def _color_shift(x, amount, rng):
@@ -448,29 +539,45 @@ def _color_quantization(x, colours, rng):
     pixels = x.flatten(2).transpose(1, 2)  # (B, H*W, 3)
     sample = pixels[:, _strided(h * w, 4096, x.device)]  # (B, S, 3)
     # Start from colours at evenly spaced luma ranks, so the palette spans the image deterministically.
-    order = (sample @ torch.tensor([0.2989, 0.5870, 0.1140], device=x.device)).argsort(1)
+    order = (sample @ _const(_GREY, x.device)).argsort(1)
     ranks = torch.linspace(0, sample.shape[1] - 1, k, device=x.device).long()
     init = sample.gather(1, order[:, ranks].unsqueeze(-1).expand(b, k, 3))
-    palette = _lloyd(sample, torch.ones(sample.shape[:2], device=x.device), init, steps=10)  # (B, K, 3)
+    palette = _kmeans(sample, init, steps=10)  # (B, K, 3)
     # Ordered dither: threshold offsets as large as the typical gap between neighbouring palette colours.
     gaps = torch.cdist(palette, palette) + torch.eye(k, device=x.device) * 1e6
     spread = gaps.min(-1).values.clamp(max=1.0).mean(1).view(b, 1, 1, 1)
     threshold = _bayer(8, x.device).repeat(math.ceil(h / 8), math.ceil(w / 8))[:h, :w]
-    dithered = (x + spread * threshold).flatten(2).transpose(1, 2)  # (B, H*W, 3)
-    chunk = max(1, (1 << 26) // (b * k))
-    index = torch.cat([torch.cdist(dithered[:, i:i + chunk], palette).argmin(-1) for i in range(0, h * w, chunk)], 1)
-    out = palette.gather(1, index.unsqueeze(-1).expand(b, h * w, 3))  # (B, H*W, 3)
-    return out.transpose(1, 2).reshape(b, 3, h, w)
+    # Nearest palette colour: argmin_k |p_k|^2 - 2 p_k.x (|x|^2 is the same for every k), one batched matmul per
+    # chunk of pixels, with a row of ones under the pixels to bring in |p_k|^2.
+    dithered = x.new_empty(b, 4, h * w)
+    torch.addcmul(x, spread, threshold, out=dithered[:, :3].view(b, 3, h, w))
+    dithered[:, 3] = 1.0
+    weights = torch.cat([-2 * palette, (palette * palette).sum(-1, keepdim=True)], -1)  # (B, K, 4)
+    colours_t = palette.transpose(1, 2)  # (B, 3, K)
+    out = x.new_empty(b, 3, h * w)
+    on_cpu = x.device.type == "cpu"
+    chunk = max(1, (1 << (22 if on_cpu else 28)) // (b * k))  # scores of a chunk: 16 MiB on a CPU, 1 GiB elsewhere
+    for i in range(0, h * w, chunk):
+        points = dithered[:, :, i:i + chunk]  # (B, 4, n)
+        # A GPU takes the argmin fastest across a strided dim (a thread per pixel), a CPU along the contiguous one.
+        if on_cpu:
+            index = torch.bmm(points.mT, weights.mT).argmin(2)  # scores (B, n, K)
+        else:
+            index = torch.bmm(weights, points).argmin(1)  # scores (B, K, n)
+        torch.gather(colours_t, 2, index.unsqueeze(1).expand(-1, 3, -1), out=out[:, :, i:i + chunk])
+    return out.view(b, 3, h, w)
 
 
 def _color_saturation_hsv(x, factor, rng):
     hsv = rgb_to_hsv(x)
-    return hsv_to_rgb(torch.cat([hsv[:, :1], hsv[:, 1:2] * factor, hsv[:, 2:]], 1))
+    hsv[:, 1].mul_(factor)
+    return hsv_to_rgb(hsv)
 
 
 def _color_saturation_lab(x, factor, rng):
     lab = rgb_to_lab(x)
-    return lab_to_rgb(torch.cat([lab[:, :1], lab[:, 1:] * factor], 1))
+    lab[:, 1:].mul_(factor)
+    return lab_to_rgb(lab)
 
 
 def _jpeg2000(x, ratio, rng):
@@ -482,11 +589,11 @@ def _jpeg(x, quality, rng):
 
 
 def _white_noise(x, var, rng):
-    return (x + rng.randn(*x.shape) * math.sqrt(var)).clamp(0, 1)
+    return torch.add(x, rng.randn(*x.shape), alpha=math.sqrt(var)).clamp_(0, 1)
 
 
 def _white_noise_color_component(x, var, rng):
-    ycc = (rgb_to_ycbcr(x) + rng.randn(*x.shape) * math.sqrt(var)).clamp(0, 1)
+    ycc = rgb_to_ycbcr(x).add_(rng.randn(*x.shape), alpha=math.sqrt(var)).clamp_(0, 1)
     return ycbcr_to_rgb(ycc)
 
 
@@ -501,9 +608,11 @@ def _multiplicative_noise(x, var, rng):
 
 def _wiener(x: torch.Tensor, noise_var: float, size: int) -> torch.Tensor:
     """MATLAB wiener2's adaptive filter with a known noise variance, per channel."""
-    mean = _box_mean(x, size)
-    local_var = (_box_mean(x * x, size) - mean * mean).clamp(min=0)
-    return mean + (local_var - noise_var).clamp(min=0) / local_var.clamp(min=noise_var) * (x - mean)
+    mean, mean_sq = _box_means(x, size)
+    # wiener2's mean + (var - noise) / var * (x - mean), and the mean where var < noise, is
+    # x + noise / var * (mean - x) with the local variance floored at the noise.
+    local_var = mean_sq.addcmul_(mean, mean, value=-1.0).clamp_(min=noise_var)
+    return torch.addcdiv(x, mean.sub_(x), local_var, value=noise_var)
 
 
 def _denoise(x, var, rng):
@@ -517,8 +626,8 @@ def _denoise(x, var, rng):
 def _brighten(x, amount, rng):
     mid = 0.5 + amount / 2
     lab = rgb_to_lab(x)
-    lab_bright = torch.cat([_bend(lab[:, :1] / 100.0, mid) * 100.0, lab[:, 1:]], 1)
-    return (2 * _bend(x, mid) + lab_to_rgb(lab_bright).clamp(0, 1)) / 3
+    lab[:, :1] = _bend(lab[:, :1], mid, scale=100.0)
+    return torch.lerp(_bend(x, mid), lab_to_rgb(lab).clamp_(0, 1), 1 / 3)  # (2 * bent RGB + bent L* in RGB) / 3
 
 
 def _darken(x, amount, rng):
@@ -535,7 +644,7 @@ def _jitter(x, amount, rng):
     base = torch.stack(torch.meshgrid(
         torch.linspace(-1, 1, h, device=x.device), torch.linspace(-1, 1, w, device=x.device), indexing="ij"
     )[::-1], -1)  # (H, W, 2) as (x, y)
-    scale = torch.tensor([2.0 / (w - 1), 2.0 / (h - 1)], device=x.device)
+    scale = _const((2.0 / (w - 1), 2.0 / (h - 1)), x.device)
     y = x
     for _ in range(5):  # imscatter(x, amount, 5): five rounds of random per-pixel displacement
         shift = rng.randn(b, h, w, 2) * amount * scale  # (B, H, W, 2)
@@ -546,7 +655,7 @@ def _jitter(x, amount, rng):
 def _non_eccentricity_patch(x, count, rng):
     b, c, h, w = x.shape
     patch, radius, k = 16, 16, int(count)
-    span = torch.tensor([h - patch - 2 * radius, w - patch - 2 * radius], device=x.device, dtype=torch.float32)
+    span = _const((h - patch - 2 * radius, w - patch - 2 * radius), x.device)
     src = torch.round(rng.rand(b, k, 2) * span) + radius  # (B, K, 2) source corners (row, col)
     dst = torch.round((rng.rand(b, k, 2) - 0.5) * radius + src)  # within +-radius/2 of the source
     src, dst = src.long(), dst.long()
@@ -570,24 +679,22 @@ def _quantization(x, classes, rng):
     k = int(classes)
     values = x.flatten(1) * 255  # (B, 3*H*W): all RGB values together, as multithresh(rgb) sees them
     sample = values[:, _strided(values.shape[1], 65536, x.device)].round().long()  # (B, S)
-    offsets = torch.arange(b, device=x.device).view(b, 1) * 256
-    hist = torch.bincount((sample + offsets).flatten(), minlength=256 * b).view(b, 256).float()
-    levels = torch.arange(256, dtype=torch.float32, device=x.device).view(1, 256, 1).expand(b, -1, -1)
-    init = ((torch.arange(k, device=x.device) + 0.5) * 256 / k).view(1, k, 1).expand(b, -1, -1)
-    centres = _lloyd(levels, hist, init, steps=20).squeeze(-1).sort(1).values  # (B, K)
+    hist = values.new_zeros(b, 256).scatter_add_(1, sample, values.new_ones(sample.shape))  # exact integer counts
+    centres = _lloyd_1d(hist, k, steps=20)  # (B, K), ascending
     thresholds = ((centres[:, 1:] + centres[:, :-1]) / 2).contiguous()  # (B, K-1)
-    labels = torch.searchsorted(thresholds, values).float()  # (B, 3*H*W) class index, as imquantize
+    labels = torch.searchsorted(thresholds, values, out_int32=True)  # (B, 3*H*W) class index, as imquantize
     # mapmm of the labels: their range is the labels of the darkest and brightest value.
-    ends = torch.searchsorted(thresholds, torch.stack([values.min(1).values, values.max(1).values], 1)).float()
-    lo, hi = ends[:, :1], ends[:, 1:]
-    out = torch.where(hi > lo, (labels - lo) / (hi - lo).clamp(min=1), labels / (k - 1))
-    return out.view_as(x)
+    lo, hi = torch.searchsorted(thresholds, torch.stack(torch.aminmax(values, dim=1), 1)).float().unbind(1)
+    stretch = hi > lo
+    lo = torch.where(stretch, lo, 0.0)
+    span = torch.where(stretch, hi - lo, k - 1.0)
+    return (labels - lo.unsqueeze(1)).div_(span.unsqueeze(1)).view_as(x)
 
 
 def _color_block(x, count, rng):
     b, c, h, w = x.shape
     patch, k = 32, int(count)
-    span = torch.tensor([h - patch, w - patch], device=x.device, dtype=torch.float32)
+    span = _const((h - patch, w - patch), x.device)
     starts = torch.floor(rng.rand(b, k, 2) * span).long()  # (B, K, 2)
     colours = rng.rand(b, k, 3)
     winner = _last_cover(starts, patch, h, w)  # (B, H*W)
@@ -598,8 +705,8 @@ def _color_block(x, count, rng):
 def _high_sharpen(x, amount, rng):
     lab = rgb_to_lab(x)
     lum = lab[:, :1]
-    sharp = lum + amount * (lum - _filter_separable(lum, _gauss_taps(3.0)))
-    return lab_to_rgb(torch.cat([sharp, lab[:, 1:]], 1))
+    torch.lerp(_filter_separable(lum, _gauss_taps(3.0)), lum, 1 + amount, out=lum)  # lum + amount * (lum - blurred)
+    return lab_to_rgb(lab)
 
 
 def _contrast_change(x, amount, rng):

@@ -38,7 +38,9 @@ from sliq_cli.tadac.codecs import to_uint8
 from sliq_cli.tadac.distortions import distort
 from sliq_cli.tadac.texts import VARIANTS_PER_PRISTINE, decode_variant, sample_texts
 from sliq_cli.train.loss import text_id
-from sliq_cli.train.views import centred_box, crop_flat, ola_positions, random_colour_space, random_flip
+from sliq_cli.train.views import (
+    centred_box, crop_flat, ola_positions, random_colour_space, random_flip, to_device_async,
+)
 
 CODEC_TYPES = (9, 10)  # JPEG2000, JPEG: precomputed on the CPU
 N_LEVELS = 5
@@ -230,7 +232,7 @@ class Prefetcher:
     is seeded from it), so prefetched batches equal inline ones and resume stays exact. On the CPU it builds inline.
     """
 
-    def __init__(self, make, steps: range, device: torch.device, depth: int = 2):
+    def __init__(self, make, steps: range, device: torch.device, depth: int = 4):
         self.make, self.device = make, device
         self.cuda = device.type == "cuda"
         if self.cuda:
@@ -265,10 +267,7 @@ class Prefetcher:
 
 
 def _to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(a))
-    if device.type == "cuda":
-        t = t.pin_memory()
-    return t.to(device, non_blocking=True)
+    return to_device_async(torch.from_numpy(np.ascontiguousarray(a)), device)
 
 
 class TextPicker:

@@ -260,6 +260,8 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
             images = batch.images  # (3b, 3, P, P): saliency crops, views 1, views 2
             if not (cfg.image_text and cfg.image_image):  # an ablation: encode only the crops its branch uses
                 images = images[:b] if cfg.image_text else images[b:]
+            if cfg.compile and batch.tokens is not None:
+                torch._dynamo.maybe_mark_dynamic(batch.tokens, 1)  # text lengths vary: one compilation for all
             with autocast:
                 emb, txt = forward(images.contiguous(memory_format=torch.channels_last), batch.tokens)  # (nb, D), (b, D)
             img_t = emb[:b] if cfg.image_text else None

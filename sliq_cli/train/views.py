@@ -68,9 +68,17 @@ def crop_flat(flat: torch.Tensor, base: torch.Tensor, size: torch.Tensor, xy: to
     return windows[starts]  # (n, 3, P, P)
 
 
+def to_device_async(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor on `device` without stalling the host: a copy from pageable memory waits for the stream
+    to drain first, one from pinned memory is queued like a kernel."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def random_flip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     """Horizontal flip of the images where `flip` (n,) bool is set. (n, 3, H, W) -> (n, 3, H, W)."""
-    return torch.where(flip.to(x.device, non_blocking=True)[:, None, None, None], x.flip(-1), x)
+    return torch.where(to_device_async(flip, x.device)[:, None, None, None], x.flip(-1), x)
 
 
 def _lab01(x: torch.Tensor) -> torch.Tensor:
@@ -104,8 +112,8 @@ def to_colour_space(x: torch.Tensor, space: str) -> torch.Tensor:
     if space == "rgb":
         return x
     if space == "gray":
-        luma = x.new_tensor([0.2989, 0.5870, 0.1140]).view(1, 3, 1, 1)  # rgb2gray weights
-        return (x * luma).sum(1, keepdim=True).expand(-1, 3, -1, -1)
+        luma = 0.2989 * x[:, :1] + 0.5870 * x[:, 1:2] + 0.1140 * x[:, 2:]  # rgb2gray weights
+        return luma.expand(-1, 3, -1, -1)
     if space == "lab":
         return _lab01(x)
     if space == "hsv":
@@ -122,7 +130,7 @@ def random_colour_space(x: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
     for i, space in enumerate(COLOUR_SPACES[1:], start=1):
         sel = (choice == i).nonzero().squeeze(1)
         if sel.numel():
-            sel = sel.to(x.device, non_blocking=True)
+            sel = to_device_async(sel, x.device)
             out[sel] = to_colour_space(x[sel], space)
     return out
 

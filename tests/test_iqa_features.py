@@ -1,0 +1,82 @@
+"""The streaming feature extractor: batched results equal single-image ones, any mix of sizes, errors per file,
+and the producer thread never outlives its consumer."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sliq_cli.errors import UsageError
+from sliq_cli.iqa.features import FeatureExtractor, extract_features
+from sliq_cli.model.checkpoint import load_encoder
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_encoder_dir):
+    return load_encoder(tiny_encoder_dir)
+
+
+@pytest.fixture()
+def mixed(tmp_path, example_photos):
+    """Example photo crops in three sizes (JPEG and PNG), interleaved, with a broken file in the middle."""
+    paths = []
+    sizes = [(64, 48), (48, 64), (80, 60)]
+    for i in range(9):
+        src = Image.open(example_photos[i % len(example_photos)]).convert("RGB")
+        w, h = sizes[i % 3]
+        p = tmp_path / f"im{i}.{'jpg' if i % 2 else 'png'}"
+        src.resize((w, h)).save(p)
+        paths.append(p)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    paths.insert(4, broken)
+    return paths
+
+
+def _sliq_threads():
+    return [t for t in threading.enumerate() if t.name == "sliq-images"]
+
+
+def test_batched_equals_one_by_one_and_keeps_order(encoder, mixed):
+    together = extract_features(encoder, mixed, batch_size=4)
+    assert list(together.failed) == [str(mixed[4])] and "corrupt" in together.failed[str(mixed[4])]
+    assert np.isnan(together.features[4]).all() and together.ok.sum() == 9
+    for i, p in enumerate(mixed):
+        if i == 4:
+            continue
+        alone = extract_features(encoder, [p], batch_size=1).features[0]
+        np.testing.assert_allclose(together.features[i], alone, rtol=1e-4, atol=1e-5)
+    assert not _sliq_threads()
+
+
+def test_each_index_exactly_once(encoder, mixed):
+    seen = [i for i, _, _ in FeatureExtractor(encoder, batch_size=2, workers=3).iter(mixed)]
+    assert sorted(seen) == list(range(len(mixed)))
+
+
+def test_stopping_early_releases_the_producer(encoder, mixed):
+    stream = FeatureExtractor(encoder, batch_size=1, workers=2).iter(mixed * 4)
+    next(stream)
+    assert _sliq_threads()
+    stream.close()
+    assert not _sliq_threads()
+
+
+def test_a_producer_failure_reaches_the_caller(encoder, mixed, monkeypatch):
+    def boom(self, t):
+        raise RuntimeError("resize failed")
+
+    monkeypatch.setattr(FeatureExtractor, "_fit", boom)
+    with pytest.raises(RuntimeError, match="resize failed"):
+        list(FeatureExtractor(encoder, batch_size=2).iter(mixed))
+    assert not _sliq_threads()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU refusal is what is tested")
+def test_compile_needs_cuda(encoder):
+    with pytest.raises(UsageError, match="--compile needs a CUDA device"):
+        FeatureExtractor(encoder, compile=True)
