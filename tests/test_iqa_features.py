@@ -80,3 +80,36 @@ def test_a_producer_failure_reaches_the_caller(encoder, mixed, monkeypatch):
 def test_compile_needs_cuda(encoder):
     with pytest.raises(UsageError, match="--compile needs a CUDA device"):
         FeatureExtractor(encoder, compile=True)
+
+
+def test_compiled_path_pads_batches_and_bounds_the_sizes(encoder, tmp_path, example_photos, monkeypatch):
+    """The --compile path's bookkeeping, run on the CPU with torch.compile replaced by a recorder: short batches are
+    padded to the batch size (no recompilation for a new batch size), only the first COMPILED_SIZES image sizes go
+    to the compiled function, and every image gets the eager features."""
+    from sliq_cli.iqa import features as features_mod
+
+    calls = []
+
+    def fake_compile(fn, mode=None):
+        assert mode == "reduce-overhead"
+
+        def recorded(x):
+            calls.append(tuple(x.shape))
+            return fn(x)
+        return recorded
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    src = Image.open(example_photos[0]).convert("RGB")
+    paths = []
+    for i, w in enumerate([40, 44, 48, 52, 56, 60] * 3):  # 6 sizes, 3 images each
+        p = tmp_path / f"im{i}.png"
+        src.resize((w, 36)).save(p)
+        paths.append(p)
+    ex = FeatureExtractor(encoder, batch_size=4)
+    ex.compile = True  # the CPU refuses --compile; the bookkeeping under test does not depend on the device
+    got = {i: f for i, f, _ in ex.iter(paths)}
+    assert len(got) == len(paths)
+    assert all(shape[0] == 4 for shape in calls)  # batches of 3 padded to 4
+    assert len({shape[-2:] for shape in calls}) == features_mod.COMPILED_SIZES
+    reference = extract_features(encoder, paths, batch_size=4).features
+    np.testing.assert_allclose(np.stack([got[i] for i in range(len(paths))]), reference, rtol=1e-4, atol=1e-5)

@@ -41,7 +41,7 @@ def score(
     compile_: Annotated[
         bool,
         typer.Option("--compile", help="torch.compile the encoder (CUDA): ~30 s once, then ~1.5x the images/s; "
-                                       "for large folders."),
+                                       "for large folders of a few image sizes (the first 4 sizes compile)."),
     ] = False,
 ):
     """Score images with a frozen SLIQUE encoder and a ridge head.

@@ -49,6 +49,10 @@ def resolve_device(device: str = "auto") -> str:
 
 
 _DONE = object()  # end of the producer's stream
+# With --compile, the first few image sizes are compiled and captured as CUDA graphs; any further size runs eager.
+# Each new size costs a graph capture (and the second one a dynamic-shape recompilation): a folder of dozens of sizes
+# compiled throughout spent minutes capturing (bench/RESULTS.md), which no throughput gain repays.
+COMPILED_SIZES = 4
 
 
 class FeatureExtractor:
@@ -199,22 +203,32 @@ class FeatureExtractor:
             put(("raise", e))
 
     # -- the model (consumer side) ---------------------------------------------------------------------------
-    def _forward(self, features, batch):
-        """Launch `features` on a (B, 3, H, W) uint8 batch on the device; returns the (B, D) features still on the
-        device (no host sync here)."""
+    def _forward(self, eager, compiled, batch):
+        """Launch the model on a (B, 3, H, W) uint8 batch on the device: `compiled` (if any) for the first
+        COMPILED_SIZES image sizes, `eager` otherwise. Returns the (B, D) features still on the device (no host
+        sync here)."""
         import torch
 
         n = len(batch)
         x = batch.float().div_(255.0)  # (B, 3, H, W)
-        if self.compile and n < self.batch_size:
-            # A short batch (the last of a size) is padded with copies of its last image, so a new batch size never
-            # costs another compilation; the copies' features are dropped.
-            x = torch.cat([x, x[-1:].expand(self.batch_size - n, -1, -1, -1)])
+        size = tuple(x.shape[-2:])
+        if compiled is not None and (size in self._compiled_sizes or len(self._compiled_sizes) < COMPILED_SIZES):
+            self._compiled_sizes.add(size)
+            if n < self.batch_size:
+                # A short batch (the last of a size) is padded with copies of its last image, so a new batch size
+                # never costs another compilation; the copies' features are dropped.
+                x = torch.cat([x, x[-1:].expand(self.batch_size - n, -1, -1, -1)])
+            # A CUDA graph's output is overwritten by its next replay: copy out what stays in flight.
+            return self._run(compiled, x)[:n].clone()
+        return self._run(eager, x)
+
+    def _run(self, features, x):
+        import torch
+
         if self.cuda:
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                # A CUDA graph's output is overwritten by its next replay: copy out what stays in flight.
-                return features(x)[:n].clone() if self.compile else features(x)  # (B, D)
+                return features(x)  # (B, D)
         return features(x)
 
     def iter(self, paths: list) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
@@ -227,9 +241,9 @@ class FeatureExtractor:
         # Inductor's fused kernels run the two-scale forward ~1.6x faster than eager on an H100, and CUDA graphs
         # ("reduce-overhead") replay each batch with one launch, so the host threads reading and decoding files
         # never hold up the model's kernel launches (bench/RESULTS.md).
-        features = self.encoder.quality_features
-        if self.compile:
-            features = torch.compile(features, mode="reduce-overhead")
+        eager = self.encoder.quality_features
+        compiled = torch.compile(eager, mode="reduce-overhead") if self.compile else None
+        self._compiled_sizes: set[tuple[int, int]] = set()
         out: queue.Queue = queue.Queue(maxsize=2)
         stop = threading.Event()
         producer = threading.Thread(target=self._produce, args=(list(paths), out, stop), daemon=True,
@@ -256,7 +270,7 @@ class FeatureExtractor:
                         current = torch.cuda.current_stream(self.device)
                         current.wait_event(ready)
                         batch.record_stream(current)  # made on the producer's stream, used on this one
-                    previous, in_flight = in_flight, (idx, self._forward(features, batch))
+                    previous, in_flight = in_flight, (idx, self._forward(eager, compiled, batch))
                     if not self.cuda:  # computed already: nothing to overlap with
                         previous, in_flight = in_flight, None
                     if previous is not None:

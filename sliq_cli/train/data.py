@@ -39,7 +39,12 @@ from sliq_cli.tadac.distortions import distort
 from sliq_cli.tadac.texts import VARIANTS_PER_PRISTINE, decode_variant, sample_texts
 from sliq_cli.train.loss import text_id
 from sliq_cli.train.views import (
-    centred_box, crop_flat, ola_positions, random_colour_space, random_flip, to_device_async,
+    centred_box,
+    crop_flat,
+    ola_positions,
+    random_colour_space,
+    random_flip,
+    to_device_async,
 )
 
 CODEC_TYPES = (9, 10)  # JPEG2000, JPEG: precomputed on the CPU
