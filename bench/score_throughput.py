@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=None, help="model-only timing length")
     ap.add_argument("--model", default=None, help="a model folder (default: random paper-size encoder)")
     ap.add_argument("--workers", type=int, default=None, help="reader threads (default: sliq score's)")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the encoder, as `sliq score --compile`")
+    ap.add_argument("--compile", action="store_true", help="model only: torch.compile's default mode; end to end: `sliq score --compile`")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 

@@ -267,7 +267,7 @@ def ycbcr_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
     return _affine(ycc, *_ycbcr_inverse())
 
 
-def _grey(x: torch.Tensor) -> torch.Tensor:
+def rgb_to_grey(x: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) -> (B, 1, H, W) luma, MATLAB rgb2gray weights."""
     return _affine(x, (_GREY,))
 
@@ -514,7 +514,7 @@ def _color_diffusion(x, amount, rng):
 
 def _color_shift(x, amount, rng):
     b, _, h, w = x.shape
-    g = F.pad(_grey(x), (1, 1, 1, 1), mode="replicate")
+    g = F.pad(rgb_to_grey(x), (1, 1, 1, 1), mode="replicate")
     gx = (g[..., 1:-1, 2:] - g[..., 1:-1, :-2]) / 2
     gy = (g[..., 2:, 1:-1] - g[..., :-2, 1:-1]) / 2
     edges = _minmax(_filter_separable(torch.sqrt(gx**2 + gy**2), _gauss_taps(4.0))).flatten(1)  # (B, H*W)

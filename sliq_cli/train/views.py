@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sliq_cli.tadac.distortions import rgb_to_hsv, rgb_to_lab
+from sliq_cli.tadac.distortions import rgb_to_grey, rgb_to_hsv, rgb_to_lab
 
 OVERLAP_RANGE = (0.10, 0.30)
 N_CANDIDATES = 64
@@ -112,8 +112,7 @@ def to_colour_space(x: torch.Tensor, space: str) -> torch.Tensor:
     if space == "rgb":
         return x
     if space == "gray":
-        luma = 0.2989 * x[:, :1] + 0.5870 * x[:, 1:2] + 0.1140 * x[:, 2:]  # rgb2gray weights
-        return luma.expand(-1, 3, -1, -1)
+        return rgb_to_grey(x).expand(-1, 3, -1, -1)
     if space == "lab":
         return _lab01(x)
     if space == "hsv":
