@@ -1,11 +1,12 @@
 """End-to-end scoring throughput (files -> scores) beside the model-only forward rate, at 512x384.
 
     python bench/score_throughput.py [--device cuda] [--images 2000] [--batch-size 128] [--workers N] [--compile]
-                                     [--json out.json]
+                                     [--arch slique-resnet50 | --model DIR] [--size 512x384] [--json out.json]
 
-The model is the paper-size encoder (random weights unless --model is given: speed does not depend on the
-weights). Images are JPEGs made from the example photos (random 512x384 crops of upscaled copies, q90). The model-only
-rate runs quality_features (both scales, as scoring does) on a batch already on the device; the end-to-end rate
+The model is a registered encoder (--arch, default the paper's ResNet-50) with random weights unless --model is given:
+speed does not depend on the weights. Images are JPEGs made from the example photos (random crops of upscaled
+copies, q90) at --size. The model-only rate runs quality_features (as scoring does) on a batch already on the device;
+the end-to-end rate
 includes reading, decoding (nvJPEG on CUDA), batching, the model and the ridge head, timed from the end of the first
 batch to the last score (so neither the model load nor, with --compile, the compilation on the first batch counts).
 """
@@ -31,21 +32,22 @@ def make_jpegs(folder: Path, n: int, size=(512, 384), prefix: str = "img") -> li
     from PIL import Image
 
     rng = random.Random(0)
-    sources = [Image.open(p).convert("RGB").resize((768, 512)) for p in sorted((REPO / "examples").glob("*.jpg"))]
+    canvas = (max(768, size[0] + 64), max(512, size[1] + 64))
+    sources = [Image.open(p).convert("RGB").resize(canvas) for p in sorted((REPO / "examples").glob("*.jpg"))]
     out = []
     for i in range(n):
         src = sources[i % len(sources)]
-        x, y = rng.randrange(0, 768 - size[0]), rng.randrange(0, 512 - size[1])
+        x, y = rng.randrange(0, canvas[0] - size[0]), rng.randrange(0, canvas[1] - size[1])
         p = folder / f"{prefix}{i:05d}.jpg"
         src.crop((x, y, x + size[0], y + size[1])).save(p, quality=90)
         out.append(p)
     return out
 
 
-def model_only_rate(encoder, device: str, batch_size: int, seconds: float, compile_: bool) -> float:
+def model_only_rate(encoder, device: str, batch_size: int, seconds: float, compile_: bool, size=(512, 384)) -> float:
     import torch
 
-    x = torch.rand(batch_size, 3, 384, 512, device=device)
+    x = torch.rand(batch_size, 3, size[1], size[0], device=device)
     cuda = device.startswith("cuda")
     if cuda:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -74,7 +76,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=None, help="default: 8000 on CUDA, 24 on CPU")
     ap.add_argument("--batch-size", type=int, default=None, help="default: 128 on CUDA, 8 on CPU")
     ap.add_argument("--seconds", type=float, default=None, help="model-only timing length")
-    ap.add_argument("--model", default=None, help="a model folder (default: random paper-size encoder)")
+    ap.add_argument("--model", default=None, help="a model folder (default: a random --arch encoder)")
+    ap.add_argument("--arch", default="slique-resnet50", help="registered encoder for the random model")
+    ap.add_argument("--size", default="512x384", help="image size WxH")
     ap.add_argument("--workers", type=int, default=None, help="reader threads (default: sliq score's)")
     ap.add_argument("--compile", action="store_true", help="model only: torch.compile's default mode; end to end: `sliq score --compile`")
     ap.add_argument("--json", type=Path, default=None)
@@ -85,10 +89,11 @@ def main() -> None:
 
     from sliq_cli.iqa.features import resolve_device
     from sliq_cli.iqa.head import RidgeHead
-    from sliq_cli.iqa.score import score_images
+    from sliq_cli.api import load
     from sliq_cli.model.checkpoint import load_encoder, save_encoder
     from sliq_cli.model.registry import create_model
 
+    size = tuple(int(v) for v in args.size.split("x"))
     device = resolve_device(args.device)
     cuda = device.startswith("cuda")
     n_images = args.images or (8192 if cuda else 24)
@@ -102,31 +107,29 @@ def main() -> None:
         tmp = Path(tmp)
         model_dir = Path(args.model) if args.model else tmp / "model"
         if not args.model:
-            save_encoder(create_model("slique-resnet50"), model_dir)
+            save_encoder(create_model(args.arch), model_dir)
         encoder = load_encoder(model_dir, device=device)
         dim = encoder.config.feature_dim
         RidgeHead(np.zeros(dim), 50.0, np.zeros(dim), np.ones(dim),
                   {"name": "bench", "encoder_fingerprint": encoder.fingerprint}).save(tmp / "bench.safetensors")
 
-        raw = model_only_rate(encoder, device, batch, seconds, args.compile)
-        print(f"model only (quality_features, 2 scales, 512x384, batch {batch}, compile={args.compile}): "
-              f"{raw:,.1f} img/s", flush=True)
+        raw = model_only_rate(encoder, device, batch, seconds, args.compile, size)
+        print(f"model only ({encoder.config.name}, quality_features, {args.size}, batch {batch}, "
+              f"compile={args.compile}): {raw:,.1f} img/s", flush=True)
 
         (tmp / "imgs").mkdir()
-        files = make_jpegs(tmp / "imgs", n_images)
+        files = make_jpegs(tmp / "imgs", n_images, size)
         head = str(tmp / "bench.safetensors")
         if not args.compile:  # a warm-up pass (allocator, decoder); compiled runs warm up on their first batch
-            list(score_images(files[: batch * 2], model=str(model_dir), head=head, device=device, batch_size=batch,
-                              workers=args.workers).results)
-        run = score_images(files, model=str(model_dir), head=head, device=device, batch_size=batch,
-                           workers=args.workers, compile=args.compile)
+            list(load(str(model_dir), head, device, batch_size=batch, workers=args.workers).records(files[: batch * 2]))
+        scorer = load(str(model_dir), head, device, batch_size=batch, workers=args.workers, compile=args.compile)
         seen, scored, t0 = 0, 0, None
-        for r in run.results:
+        for r in scorer.records(files):
             seen += 1
             if seen == batch:
                 t0 = time.perf_counter()  # the first batch is out: model loaded and, with --compile, compiled
             elif seen > batch:
-                scored += r.score is not None
+                scored += r["score"] is not None
         e2e = scored / (time.perf_counter() - t0)
         if args.compile:
             # The compiled model must give the eager model's scores (bf16 rounding apart), on mixed sizes too.
@@ -137,16 +140,17 @@ def main() -> None:
                       {"name": "random", "encoder_fingerprint": encoder.fingerprint}).save(random_head)
             scores = {}
             for compiled in (False, True):
-                got = score_images(check, model=str(model_dir), head=random_head, device=device, batch_size=batch,
-                                   workers=args.workers, compile=compiled).results
-                scores[compiled] = {r.path: r.score for r in got}
+                got = load(str(model_dir), random_head, device, batch_size=batch, workers=args.workers,
+                           compile=compiled).records(check)
+                scores[compiled] = {r["path"]: r["score"] for r in got}
             diff = max(abs(scores[True][k] - scores[False][k]) for k in scores[False])
             spread = float(np.std(list(scores[False].values())))
             print(f"compiled vs eager on {len(check)} images of 3 sizes: max |score difference| {diff:.4g} "
                   f"(score std {spread:.4g})", flush=True)
-    print(f"end to end (files -> scores, {scored} JPEGs 512x384, batch {batch}, compile={args.compile}): {e2e:,.1f} img/s "
+    print(f"end to end (files -> scores, {scored} JPEGs {args.size}, batch {batch}, compile={args.compile}): {e2e:,.1f} img/s "
           f"= {100 * e2e / raw:.0f}% of the model-only rate", flush=True)
-    result = {"machine": machine(), "device": device, "batch_size": batch, "compile": args.compile,
+    result = {"machine": machine(), "device": device, "model": encoder.config.name, "size": args.size,
+              "batch_size": batch, "compile": args.compile,
               "workers": args.workers, "images": scored,
               "model_only_img_s": raw, "end_to_end_img_s": e2e, "ratio": e2e / raw}
     if args.json:

@@ -7,6 +7,8 @@ an error for that file); zero-byte, truncated, non-image and unreadable files (p
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -26,14 +28,22 @@ class ImageLoadError(Exception):
         return f"{self.path}: {self.reason}"
 
 
-def list_images(paths: Iterable[str], recursive: bool = False, stdin=None) -> list[Path]:
+def list_images(paths: Iterable[str], recursive: bool = False, stdin=None, empty_folders: bool = False) -> list[Path]:
     """Expand the command line's PATHs into image files, in a stable order.
 
-    A folder contributes the image files in it (and below it with `recursive`), sorted; a file is taken as given
-    whatever its suffix (so a broken or mislabelled file gets its own error later); `-` reads one path per line from
-    standard input. Paths that do not exist are kept, so they are reported as failures and not silently dropped.
+    A folder contributes the image files in it (and below it with `recursive`), sorted; with `empty_folders`, a
+    folder holding none is kept as itself, so the caller reports it (load_image says why) instead of dropping it
+    silently (an empty folder named `dir.jpg` looks like an image in a listing). A file is taken as given
+    whatever its suffix (so a broken or mislabelled file gets its own error later). A PATH that does not exist is a
+    usage error (a typo: nothing is scored); `-` reads one path per line from standard input, where a missing file
+    is a per-file failure (a listing may race with deletions).
     """
     out: list[Path] = []
+    missing = [p for p in paths if p != "-" and not os.path.lexists(p)]  # lexists: a broken link gets its own error
+    if missing:
+        from sliq_cli.errors import UsageError
+
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
     for p in paths:
         if p == "-":
             lines = (stdin or sys.stdin).read().splitlines()
@@ -42,53 +52,90 @@ def list_images(paths: Iterable[str], recursive: bool = False, stdin=None) -> li
         path = Path(p)
         if path.is_dir():
             found = path.rglob("*") if recursive else path.iterdir()
-            out.extend(sorted(f for f in found if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+            images = sorted(f for f in found if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            out.extend(images or ([path] if empty_folders else []))
         else:
             out.append(path)
     return out
 
 
-def load_image(path, max_pixels: int | None = None):
+def _folder_reason(path: Path) -> str:
+    if any(f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES for f in path.iterdir()):
+        return "a folder, not an image (give the folder as an argument, not in a list of files)"
+    below = any(f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() for f in path.rglob("*"))  # only without -r
+    return "a folder with no image files in it" + (" (its sub-folders have some: --recursive)" if below else "")
+
+
+def reduced_size(width: int, height: int, max_pixels: int | None = None, max_side: int | None = None):
+    """The (w, h) an image must be downscaled to (aspect kept) to fit both limits; None when it fits already."""
+    s = 1.0
+    if max_pixels and width * height > max_pixels:
+        s = (max_pixels / (width * height)) ** 0.5
+    if max_side and max(width, height) > max_side:
+        s = min(s, max_side / max(width, height))
+    return None if s >= 1.0 else (max(1, int(width * s)), max(1, int(height * s)))
+
+
+def load_image(path, max_pixels: int | None = None, max_side: int | None = None):
     """Decode `path` into an 8-bit RGB PIL image, upright. Raises ImageLoadError with the reason.
 
-    max_pixels: if the image is larger, it is downscaled (antialiased, aspect kept) to at most that many pixels;
-    JPEGs are then decoded at reduced resolution directly (draft mode), so huge photos never need full-size memory.
+    max_pixels, max_side: a larger image is downscaled (antialiased, aspect kept) to fit both. A JPEG is then
+    decoded at reduced resolution directly (draft mode: the DCT scaled by 1/2, 1/4 or 1/8, to the smallest size
+    still at least the target), so a huge photo never needs its full-size decode in memory.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     try:
         if path.is_dir():
-            raise ImageLoadError(str(path), "is a folder, not an image")
+            raise ImageLoadError(str(path), _folder_reason(path))
         if path.stat().st_size == 0:
             raise ImageLoadError(str(path), "empty file (0 bytes)")
         with warnings.catch_warnings():
             # Above Pillow's warning size we downscale anyway; above twice it, Pillow raises (handled below).
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                if max_pixels and img.width * img.height > max_pixels and img.format == "JPEG":
-                    scale = (max_pixels / (img.width * img.height)) ** 0.5
-                    img.draft("RGB", (max(1, int(img.width * scale)), max(1, int(img.height * scale))))
+                size = reduced_size(img.width, img.height, max_pixels, max_side)
+                if size and img.format == "JPEG":
+                    img.draft("RGB", size)
                 img.load()
                 rgb = _to_rgb(ImageOps.exif_transpose(img))
     except ImageLoadError:
         raise
     except FileNotFoundError:
-        raise ImageLoadError(str(path), "no such file") from None
+        reason = f"broken symbolic link (to {os.readlink(path)})" if path.is_symlink() else "no such file"
+        raise ImageLoadError(str(path), reason) from None
     except PermissionError:
         raise ImageLoadError(str(path), "permission denied") from None
     except Image.DecompressionBombError as e:
         raise ImageLoadError(str(path), f"refused as a possible decompression bomb ({e})") from None
     except UnidentifiedImageError:
         raise ImageLoadError(str(path), "not an image (or a format Pillow cannot read)") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        # Pillow reports truncated and corrupt data as OSError/SyntaxError.
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ImageLoadError(str(path), "symbolic link loop (the link points back to itself)") from None
+        if e.errno is not None:  # the file system's error, not the decoder's
+            raise ImageLoadError(str(path), f"unreadable path ({e.strerror})") from None
         raise ImageLoadError(str(path), f"corrupt or truncated image ({e})") from None
-    if max_pixels and rgb.width * rgb.height > max_pixels:
-        scale = (max_pixels / (rgb.width * rgb.height)) ** 0.5
-        size = (max(1, int(rgb.width * scale)), max(1, int(rgb.height * scale)))
-        rgb = rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return rgb
+    except (SyntaxError, ValueError) as e:
+        # Pillow reports truncated and corrupt data as OSError (without an errno) or SyntaxError.
+        raise ImageLoadError(str(path), f"corrupt or truncated image ({e})") from None
+    return fit_image(rgb, max_pixels, max_side)
+
+
+def fit_image(img, max_pixels: int | None = None, max_side: int | None = None):
+    """Downscale a PIL image (antialiased, aspect kept) to fit max_pixels and max_side; unchanged when it fits."""
+    from PIL import Image
+
+    size = reduced_size(img.width, img.height, max_pixels, max_side)
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0) if size else img
+
+
+def prepare_pil(img, max_pixels: int | None = None, max_side: int | None = None):
+    """A PIL image from a caller, made what load_image returns: upright, 8-bit RGB, within the size limits."""
+    from PIL import ImageOps
+
+    return fit_image(_to_rgb(ImageOps.exif_transpose(img)), max_pixels, max_side)
 
 
 def _to_rgb(img):

@@ -40,6 +40,13 @@ def example_photos() -> list[Path]:
     return photos
 
 
+def jsonl_records(text: str) -> list[dict]:
+    """The JSON lines of a command's stdout."""
+    import json
+
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def make_tiny_encoder(seed: int = 0):
     """A small randomly initialised encoder (resnet18 trunk) so tests run fast on 2 CPU cores."""
     import torch

@@ -37,3 +37,18 @@ def test_scores_examples_and_ranks_degraded_copies_lower(tmp_path, example_photo
         assert 0 < scores[p.stem] < 100
         for name in kinds:
             assert scores[f"{p.stem}_{name}"] < scores[p.stem] - 5, (p.stem, name, scores)
+
+
+def test_default_model_ships_small_with_its_text_tower(example_photos):
+    """weights/ stays within the 60 MB budget and carries what `sliq explain` needs: a text tower, its tokenizer and
+    the training database's appearance bins; the explanation of a real photo names real descriptions."""
+    from sliq_cli.iqa.explain import explain
+
+    folder = embedded_model_dir()
+    total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    assert total <= 60e6
+    assert {p.name for p in (folder / "text").iterdir()} >= {"model.safetensors", "config.json", "tokenizer.json",
+                                                             "appearance.json"}
+    (record,) = explain([example_photos[0]], top=3, device="cpu")
+    assert len(record["descriptions"]) == 3 and all(d["text"] for d in record["descriptions"])
+    assert 0 < record["score"] < 100

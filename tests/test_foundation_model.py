@@ -73,6 +73,16 @@ def test_pickle_checkpoint_refused(tmp_path):
         load_encoder(tmp_path)
 
 
+def test_pickle_beside_valid_safetensors_is_refused(tmp_path):
+    """A valid model plus a stray extra.pkl (anywhere in the folder) is refused, naming the file."""
+    save_encoder(make_tiny_encoder(), tmp_path)
+    load_encoder(tmp_path)
+    (tmp_path / "heads").mkdir()
+    (tmp_path / "heads" / "extra.pkl").write_bytes(b"\x80\x04N.")
+    with pytest.raises(CheckpointError, match=r"heads/extra\.pkl"):
+        load_encoder(tmp_path)
+
+
 def test_unknown_config_key_is_an_error(tmp_path):
     save_encoder(make_tiny_encoder(), tmp_path)
     meta = json.loads((tmp_path / "config.json").read_text())

@@ -14,11 +14,9 @@ from typer.testing import CliRunner
 
 from sliq_cli.cli.app import app
 
+from .conftest import jsonl_records
+
 runner = CliRunner()
-
-
-def _jsonl(text):
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 @pytest.fixture()
@@ -37,7 +35,7 @@ def folder(tmp_path, example_photos):
 def test_jsonl_in_a_pipe_with_one_broken_file(folder, tiny_encoder_dir):
     result = runner.invoke(app, ["score", str(folder), "--model", str(tiny_encoder_dir)])
     assert result.exit_code == 1, result.output
-    rows = {os.path.basename(r["path"]): r for r in _jsonl(result.stdout)}
+    rows = {os.path.basename(r["path"]): r for r in jsonl_records(result.stdout)}
     assert len(rows) == 5
     assert rows["broken.jpg"]["score"] is None and "corrupt" in rows["broken.jpg"]["error"]
     good = [r for r in rows.values() if r["score"] is not None]
@@ -51,13 +49,13 @@ def test_all_formats_and_sort(folder, tiny_encoder_dir, tmp_path):
     (folder / "broken.jpg").unlink()
     base = ["score", str(folder), "-m", str(tiny_encoder_dir)]
     as_json = json.loads(runner.invoke(app, base + ["--format", "json"]).stdout)
-    assert as_json["head"] == "test" and as_json["scale"]["max"] == 100 and len(as_json["results"]) == 4
+    assert as_json["head"] == "test" and as_json["mos_scale"]["max"] == 100 and len(as_json["results"]) == 4
     scores = {r["path"]: r["score"] for r in as_json["results"]}
 
     rows = list(csv.DictReader(io.StringIO(runner.invoke(app, base + ["--format", "csv"]).stdout)))
     assert {r["path"]: float(r["score"]) for r in rows} == pytest.approx(scores, abs=1e-9)
 
-    ranked = _jsonl(runner.invoke(app, base + ["--sort"]).stdout)
+    ranked = jsonl_records(runner.invoke(app, base + ["--sort"]).stdout)
     assert [r["score"] for r in ranked] == sorted(scores.values(), reverse=True)
 
     table = runner.invoke(app, base + ["--format", "table"], env={"COLUMNS": "300"})
@@ -87,7 +85,7 @@ def test_missing_model_and_head_messages(folder, tiny_encoder_dir, tmp_path):
     r = runner.invoke(app, ["score", str(folder), "--model", str(tiny_encoder_dir), "--head", "koniq"])
     assert r.exit_code == 1 and "sliq fit-head" in r.stderr and "sliq pull" in r.stderr
     r = runner.invoke(app, ["score", str(tmp_path / "empty_dir_does_not_exist_either"), "-m", str(tiny_encoder_dir)])
-    assert r.exit_code == 1  # a path that does not exist is a per-file failure, not a crash
+    assert r.exit_code == 2 and "empty_dir_does_not_exist_either" in r.stderr  # a typo'd PATH is a usage error
     r = runner.invoke(app, ["score", str(folder), "--format", "yaml"])
     assert r.exit_code == 2
 
@@ -98,7 +96,7 @@ def test_installed_sliq_subprocess(folder, tiny_encoder_dir):
     cmd = [exe] if exe else [sys.executable, "-m", "sliq_cli"]
     proc = subprocess.run(cmd + ["score", str(folder), "-m", str(tiny_encoder_dir)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    rows = _jsonl(proc.stdout)
+    rows = jsonl_records(proc.stdout)
     assert len(rows) == 4 and all(isinstance(r["score"], float) for r in rows)
     assert proc.stderr.strip() == ""  # nothing decorative when not on a terminal
     help_ = subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=60)

@@ -50,7 +50,8 @@ def test_export_run_folder_and_pull_it_back(run_dir, tmp_path, hub):
     fp = read_config(run_dir / "export")["fingerprint"]
     fit_user_head(fp, "clive", srocc=0.812)
     out = tmp_path / "published"
-    result = runner.invoke(app, ["export", str(run_dir), str(out), "--json"])
+    fit_user_head(fp, "draft", srocc=0.3)  # not named: stays private
+    result = runner.invoke(app, ["export", str(run_dir), str(out), "--head", "clive", "--json"])
     assert result.exit_code == 0, result.output
     exported = json.loads(result.stdout)
     assert exported["heads"] == ["clive", "test"] and exported["run"] == str(run_dir) and not exported["text"]
@@ -85,7 +86,7 @@ def test_export_selects_heads_and_text_tower(tiny_encoder_dir, tmp_path):
     assert res.heads == ["test"] and res.text and (tmp_path / "a" / "text" / "tokenizer.json").is_file()
     assert "text/" in (tmp_path / "a" / "README.md").read_text()
     res = export_model(str(model), tmp_path / "b", include_text=False, heads=[])
-    assert res.heads == [] and not res.text and not (tmp_path / "b" / "text").exists()
+    assert res.heads == ["test"] and not res.text and not (tmp_path / "b" / "text").exists()  # the model's own
     with pytest.raises(UsageError, match="no head 'koniq'"):
         export_model(str(model), tmp_path / "c", heads=["koniq"])
     with pytest.raises(UsageError, match="not an empty folder"):

@@ -128,16 +128,18 @@ def test_head_for_another_encoder_is_not_installed(hub, tiny_encoder_dir, tmp_pa
     assert_nothing_installed()
 
 
-def test_offline_with_empty_cache_fails_fast(monkeypatch, tmp_path):
+def test_offline_with_empty_cache_fails_fast(monkeypatch, tmp_path, example_photos):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_ENDPOINT", "http://10.255.255.1")  # unroutable: a request would hang until timeout
     go_offline(monkeypatch)
     start = time.monotonic()
     with pytest.raises(SliqError, match="not in the local Hub cache.*HF_HUB_OFFLINE"):
         resolve_model(REPO)
-    result = runner.invoke(app, ["score", str(tmp_path), "--model", REPO])
+    # a real photo, so `score` gets past listing images and fails on resolving the model offline
+    photo = next(p for p in example_photos if p.name == "kodim03.jpg")
+    result = runner.invoke(app, ["score", str(photo), "--model", REPO])
     assert time.monotonic() - start < 5
-    assert result.exit_code != 0
+    assert result.exit_code == 1 and "not in the local Hub cache" in result.output, result.output
 
 
 def test_unreachable_hub_fails_fast_with_advice(monkeypatch, tmp_path):

@@ -92,7 +92,9 @@ def test_crossval(data, tiny_encoder_dir, tmp_path):
                "--device", "cpu", "--json", out)
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
-    assert doc["train"] == "bright" and doc["n_test"] == 20 and -1 <= doc["srocc"] <= 1 and doc["alpha"] > 0
+    assert doc["train"] == "bright" and doc["n_test"] == 20 and doc["alpha"] > 0
+    # both sets score brightness on the same MOS scale, which the features carry: it transfers
+    assert doc["srocc"] > 0.7 and doc["plcc"] > 0.7
 
 
 def test_evaluate_puts_encoders_side_by_side(data, tiny_encoder_dir, tmp_path):

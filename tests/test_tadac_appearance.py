@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from sliq_cli.tadac.appearance import appearance, bin_value, colourfulness, fish, luma, tertiles
-from sliq_cli.tadac.wavelet import dwt1, idwt1, wavedec2, waverec2
+from sliq_cli.tadac.wavelet import dwt1, wavedec2
 
 # CDF 9/7 analysis filters as MATLAB / PyWavelets `bior4.4` list them (centre tap first, then +-1, +-2, ...).
 BIOR44_LOWPASS = [0.8526986790088938, 0.37740285561283066, -0.11062440441843718, -0.023849465019556843,
@@ -41,19 +41,20 @@ def test_lifting_reproduces_cdf97_filter_taps():
 
 
 @pytest.mark.parametrize("n", [2, 3, 8, 37, 64, 101])
-def test_1d_perfect_reconstruction_any_length(n):
-    x = np.random.default_rng(n).normal(size=(3, n))
-    s, d = dwt1(x)
-    assert s.shape[-1] == (n + 1) // 2 and d.shape[-1] == n // 2
-    np.testing.assert_allclose(idwt1(s, d), x, atol=1e-12)
+def test_1d_coefficient_counts_any_length(n):
+    s, d = dwt1(np.random.default_rng(n).normal(size=(3, n)))
+    assert s.shape == (3, (n + 1) // 2) and d.shape == (3, n // 2)
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (37, 51), (384, 512)])
-def test_2d_three_level_perfect_reconstruction(shape):
-    x = np.random.default_rng(0).uniform(0, 255, size=shape)
-    coeffs = wavedec2(x, 3)
+def test_2d_three_level_layout(shape):
+    coeffs = wavedec2(np.random.default_rng(0).uniform(0, 255, size=shape), 3)
     assert len(coeffs) == 4
-    np.testing.assert_allclose(waverec2(coeffs), x, atol=1e-9)
+    h, w = shape
+    for lh, hl, hh in reversed(coeffs[1:]):  # finest level first
+        assert (lh.shape, hl.shape, hh.shape) == ((h // 2, (w + 1) // 2), ((h + 1) // 2, w // 2), (h // 2, w // 2))
+        h, w = (h + 1) // 2, (w + 1) // 2
+    assert coeffs[0].shape == (h, w)
 
 
 def test_wavelet_kills_polynomials_in_detail_band():

@@ -85,11 +85,12 @@ def test_build_and_load(source, tmp_path, example_photos):
         x, y, bw, bh = r["saliency_box"]
         assert (bw, bh) == (224, 224) and 0 <= x <= w - 224 and 0 <= y <= h - 224
         assert r["bins"] == {a: bin_value(r["appearance"][a], meta["thresholds"][a]) for a in ATTRIBUTES}
-        assert Path(r["path"]).is_absolute() and r["source"] in ("pristine", "authentic")
+        assert not Path(r["path"]).is_absolute() and r["source"] in ("pristine", "authentic")  # relative to db/
     assert json.loads((tmp_path / "db" / "phrases.json").read_text())["distortion_types"][0]["name"] == "blur"
 
     db = load_database(tmp_path / "db")
-    assert [r.to_dict() for r in db.records] == lines and db.thresholds == meta["thresholds"]
+    resolved = [{**r, "path": str((tmp_path / "db" / r["path"]).resolve())} for r in lines]
+    assert [r.to_dict() for r in db.records] == resolved and db.thresholds == meta["thresholds"]
     rec = db.records[0]
     x = load_work_image(rec)
     assert x.shape == (3, rec.work_size[1], rec.work_size[0]) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0

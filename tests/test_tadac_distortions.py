@@ -16,7 +16,6 @@ from sliq_cli.tadac.distortions import (
     _filter_separable,
     _motion_kernels,
     distort,
-    distortion_by_name,
     hsv_to_rgb,
     lab_to_rgb,
     rgb_to_hsv,
@@ -185,11 +184,7 @@ def test_registry_and_names():
     assert all(len(d.levels) == 5 for d in DISTORTIONS)
     assert {d.id for d in DISTORTIONS if d.codec} == {9, 10}
     assert len({d.name for d in DISTORTIONS}) == 25
-    assert distortion_by_name("Gaussian blur").id == 1
-    assert distortion_by_name("non-eccentricity patch").id == 20
     assert DISTORTIONS[9].levels == (43, 36, 24, 7, 4)
-    with pytest.raises(ValueError, match="unknown distortion"):
-        distortion_by_name("vignetting")
 
 
 def test_shape_dtype_range_and_determinism(generated):

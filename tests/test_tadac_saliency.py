@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sliq_cli.tadac.appearance import luma
 from sliq_cli.tadac.saliency import max_window, saliency_box, spectral_residual
 
 
@@ -44,7 +45,21 @@ def test_box_covers_the_salient_object():
     assert sal[250:330, 380:460].mean() > 5 * sal[:150, :200].mean()
 
 
+@pytest.mark.parametrize("top, left", [(10, 10), (300, 20), (20, 600), (200, 300), (400, 620)])
+def test_box_follows_a_bright_textured_square(top, left):
+    # wherever the square lies (corners included), the crop moves to contain it
+    img = np.full((480, 720, 3), 0.2)
+    img[top : top + 60, left : left + 60] = 0.6 + 0.4 * np.random.default_rng(top).random((60, 60, 1))
+    x, y, w, h = saliency_box(img)
+    assert (w, h) == (224, 224) and x <= left and x + w >= left + 60 and y <= top and y + h >= top + 60
+
+
 def test_box_inside_a_real_photo(example_photos):
     rgb = np.asarray(Image.open(example_photos[1]).convert("RGB").resize((341, 256)), dtype=np.float64) / 255.0
     x, y, w, h = saliency_box(rgb)
     assert (w, h) == (224, 224) and 0 <= x <= 341 - 224 and 0 <= y <= 256 - 224
+    # the box holds at least as much saliency as any other window (a coarse grid of them), and more than average
+    sal = spectral_residual(luma(rgb))
+    best = sal[y : y + h, x : x + w].sum()
+    others = [sal[j : j + h, i : i + w].sum() for j in range(0, 256 - h + 1, 4) for i in range(0, 341 - w + 1, 4)]
+    assert best >= max(others) - 1e-6 and best > 1.05 * np.mean(others)

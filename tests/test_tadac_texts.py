@@ -93,8 +93,11 @@ def test_every_variant_texts_its_type_and_level():
 
 def test_pristine_and_authentic_samples():
     rng = random.Random(2)
-    pristine = sample_texts(_record(caption="Two dogs on a beach."), 0, rng, ("content", "distortion", "appearance"))
+    all_three = ("content", "distortion", "appearance")
+    pristine = sample_texts(_record(caption="Two dogs on a beach."), 0, rng, all_three)
     assert pristine[:2] == ["a photo of an umbrella", "Two dogs on a beach."]
+    assert len(pristine) == 3 and pristine[2] in PRISTINE_PHRASES  # the paper: appearance texts on authentic only
+    pristine = sample_texts(_record(caption="Two dogs on a beach."), 0, rng, all_three, appearance_on_pristine=True)
     assert pristine[2] in PRISTINE_PHRASES
     assert [t in APPEARANCE_PHRASES[a][b] for t, (a, b) in zip(pristine[3:], _record()["bins"].items())] == [True] * 4
 

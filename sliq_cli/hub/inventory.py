@@ -26,7 +26,7 @@ class HeadEntry:
     path: str
     dataset: str | None = None
     n_train: int | None = None
-    # the paper protocol's test means (srocc, plcc, ...) when recorded, then the deployable fit's own numbers (cv_*, ...)
+    # the paper protocol's test means (srocc, plcc, ...) when recorded, then the deployable fit's cross-validation (cv_*)
     metrics: dict = field(default_factory=dict)
     created: str | None = None
     problem: str | None = None
@@ -42,8 +42,9 @@ class HeadEntry:
     @classmethod
     def from_meta(cls, path: Path, source: str, meta: dict) -> HeadEntry:
         protocol = {k: v["mean"] for k, v in (meta.get("protocol") or {}).items() if isinstance(v, dict) and "mean" in v}
-        fit = {k: v for k, v in (meta.get("fit") or {}).items() if isinstance(v, (int, float))}
-        metrics = protocol | {k: v for k, v in fit.items() if k.startswith("cv_")} if protocol else fit
+        # the fit's cross-validation, never its in-sample numbers (a head scores its own training data too well)
+        cv = {k: v for k, v in (meta.get("fit") or {}).items() if k.startswith("cv_") and isinstance(v, (int, float))}
+        metrics = protocol | cv
         return cls(path.stem, source, str(path), meta.get("dataset"), meta.get("n_train"), metrics, meta.get("created"))
 
 

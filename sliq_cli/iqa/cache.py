@@ -44,6 +44,7 @@ def feature_spec(encoder, device: str = "cpu", resize_shorter: int | None = None
     return {
         "kind": "quality_features",
         "preprocess": encoder.config.preprocess.to_dict(),
+        "features": encoder.config.features.to_dict(),
         "dim": encoder.config.feature_dim,
         "precision": "bf16" if str(device).startswith("cuda") else "fp32",
         "resize_shorter": resize_shorter,

@@ -41,7 +41,7 @@ from typing import Callable
 
 import numpy as np
 
-from sliq_cli.errors import InputError, SliqError
+from sliq_cli.errors import InputError, SliqError, UsageError
 from sliq_cli.paths import data_root
 
 SPLITS = ("train", "val", "test")
@@ -97,6 +97,11 @@ class Dataset:
 
     def subset(self, keep: list[int]) -> Dataset:
         return replace(self, items=[self.items[i] for i in keep])
+
+    def overlap(self, other: Dataset) -> int:
+        """How many of `other`'s image files are also this dataset's (by resolved path)."""
+        mine = {p.resolve() for p in self.paths}
+        return sum(p.resolve() in mine for p in other.paths)
 
     def attribute(self, key: str) -> list[str]:
         """One attribute per item ("" where absent); errors when no item has it."""
@@ -394,7 +399,9 @@ def load_csv(file: str | os.PathLike, images: str | os.PathLike | None = None, *
     """A CSV with `image,mos` (+ optional ref, split, mos_std, any attributes); images relative to `images`."""
     file = Path(file)
     if not file.is_file():
-        raise InputError(file, "file not found")
+        raise UsageError(f"{file}: no such file")  # a path the user typed, as a missing PATH of `sliq score`
+    if images is not None and not Path(images).is_dir():
+        raise UsageError(f"{images}: no such folder")
     rows = _read_csv(file, ("image", "mos"))
     resolve = _Resolver(Path(images) if images is not None else file.parent)
     has_ref = "ref" in rows[0][1]
@@ -457,12 +464,12 @@ def load_dataset(spec: str | os.PathLike, *, data_root_dir: str | os.PathLike | 
     if folder is None:
         root = data_root(data_root_dir)
         if root is None or os.sep in str(spec):
-            raise SliqError(f"dataset {str(spec)!r} not found: give a folder or CSV file, or a name under "
+            raise UsageError(f"dataset {str(spec)!r} not found: give a folder or CSV file, or a name under "
                             "--data-root / $SLIQ_DATA (known layouts: " + ", ".join(LOADERS) + ")")
-        candidates = [root / str(spec), root / key]
+        candidates = list(dict.fromkeys([root / str(spec), root / key]))  # the same path when spec is the key
         folder = next((c for c in candidates if c.is_dir()), None)
         if folder is None:
-            raise SliqError(f"dataset {str(spec)!r} not found under {root} (looked for {', '.join(str(c) for c in candidates)})")
+            raise UsageError(f"dataset {str(spec)!r} not found under {root} (looked for {', '.join(str(c) for c in candidates)})")
     layout = key if key in LOADERS and (folder / LOADERS[key][1]).exists() else detect_layout(folder)
     if layout is not None:
         return LOADERS[layout][0](folder, skip_missing)

@@ -10,9 +10,11 @@ only.
 
 from __future__ import annotations
 
+import io
 import os
 import queue
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +50,26 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def jpeg_size_error(data, path) -> ImageLoadError | None:
+    """Pillow's decompression-bomb guard for JPEG bytes that go to nvJPEG, which has none: the error load_image
+    gives on the CPU when the header's size is above twice PIL.Image.MAX_IMAGE_PIXELS, else None.
+
+    Image.open parses only the header (no pixel decoding); a header Pillow cannot parse is left to the decoders,
+    whose CPU fallback reports it precisely.
+    """
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # below 2x the limit: downscaled later
+            Image.open(io.BytesIO(data)).close()
+    except Image.DecompressionBombError as e:
+        return ImageLoadError(str(path), f"refused as a possible decompression bomb ({e})")
+    except (OSError, SyntaxError, ValueError):
+        pass
+    return None
+
+
 _DONE = object()  # end of the producer's stream
 # With --compile, the first few image sizes are compiled and captured as CUDA graphs; any further size runs eager.
 # Each new size costs a graph capture (and the second one a dynamic-shape recompilation): a folder of dozens of sizes
@@ -59,13 +81,14 @@ class FeatureExtractor:
     """Streams (index, feature | None, error | None) for a list of image paths, in completion order."""
 
     def __init__(self, encoder, device: str = "cpu", batch_size: int = 8, workers: int | None = None,
-                 resize_shorter: int | None = None, compile: bool = False):
+                 resize_shorter: int | None = None, compile: bool = False, max_side: int | None = None):
         self.encoder = encoder
         self.resize_shorter = resize_shorter  # a dataset protocol's fixed rescale (SPAQ: shorter side 512)
         self.device = device
         self.batch_size = max(1, batch_size)
         self.workers = workers or min(8, os.cpu_count() or 1)
         self.max_pixels = encoder.config.preprocess.max_pixels
+        self.max_side = max_side  # a user's cap on the longer side (e.g. on a CPU, where full resolution is slow)
         self.cuda = device.startswith("cuda")
         if compile and not self.cuda:
             from sliq_cli.errors import UsageError
@@ -77,7 +100,7 @@ class FeatureExtractor:
     def _load_cpu(self, path):
         """(3, H, W) uint8 CPU tensor, or ImageLoadError."""
         try:
-            return pil_to_tensor(load_image(path, self.max_pixels))
+            return pil_to_tensor(load_image(path, self.max_pixels, self.max_side))
         except ImageLoadError as e:
             return e
 
@@ -91,7 +114,7 @@ class FeatureExtractor:
             except OSError:
                 return self._load_cpu(path)  # gives the precise per-file error
             if data:
-                return ("jpeg", path, data)
+                return jpeg_size_error(data, path) or ("jpeg", path, data)
         return self._load_cpu(path)
 
     def _load_chunk(self, paths: list) -> list:
@@ -115,16 +138,20 @@ class FeatureExtractor:
             return out
 
     def _fit(self, t):
-        """Apply the protocol's shorter-side rescale, then bound the size by max_pixels (antialiased, on t's device)."""
+        """Apply the protocol's shorter-side rescale, then bound the size by max_pixels and max_side (antialiased, on
+        t's device). t: (3, H, W) or (B, 3, H, W), uint8 or float; the dtype is kept."""
+        import torch
         import torch.nn.functional as F
 
         h, w = t.shape[-2:]
         s = self.resize_shorter / min(h, w) if self.resize_shorter else 1.0
-        s = min(s, (self.max_pixels / (h * w)) ** 0.5)
+        s = min(s, (self.max_pixels / (h * w)) ** 0.5, self.max_side / max(h, w) if self.max_side else s)
         if s == 1.0:
             return t
-        x = F.interpolate(t[None].float(), size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear", antialias=True)
-        return x[0].round().clamp(0, 255).byte()
+        x = t.reshape(-1, *t.shape[-3:]).float()  # (B, 3, H, W)
+        x = F.interpolate(x, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear", antialias=True)
+        x = x.reshape(*t.shape[:-2], *x.shape[-2:])
+        return x.round().clamp(0, 255).byte() if t.dtype == torch.uint8 else x.clamp(0, 1)
 
     def _produce(self, paths: list, out: queue.Queue, stop: threading.Event) -> None:
         """Producer thread: puts ("error", i, reason) and ("batch", indices, (B, 3, H, W) uint8 on the device, ready
@@ -230,6 +257,14 @@ class FeatureExtractor:
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 return features(x)  # (B, D)
         return features(x)
+
+    def features(self, x) -> np.ndarray:
+        """Features of images already in memory, (B, 3, H, W) float in [0, 1], under the same size rules and precision
+        as files get: (B, D) float32."""
+        import torch
+
+        with torch.inference_mode():
+            return self._run(self.encoder.quality_features, self._fit(x.to(self.device))).float().cpu().numpy()
 
     def iter(self, paths: list) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
         import torch

@@ -72,6 +72,18 @@ class RidgeHead:
                 f"{fingerprint[:12]}; fit a head for this model with `sliq fit-head`"
             )
 
+    def check_features(self, config) -> None:
+        """Refuse an encoder whose quality features differ from those the head was fitted on (`config`: its
+        EncoderConfig). The same trunk can feed several feature specs, so the fingerprint alone cannot tell."""
+        if self.feature_dim != config.feature_dim:
+            raise HeadError(f"head {self.name!r} expects {self.feature_dim}-d features; this model gives "
+                            f"{config.feature_dim}")
+        spec, model = self.meta.get("feature_spec", {}), config.features.to_dict()
+        recorded = {k: spec[k] for k in model if k in spec}  # heads before feature specs record only "scales"
+        if recorded != {k: model[k] for k in recorded}:
+            raise HeadError(f"head {self.name!r} was fitted on features {recorded}; this model's config gives "
+                            f"{ {k: model[k] for k in recorded} }: fit a head for it with `sliq fit-head`")
+
     def save(self, path) -> Path:
         import torch
 

@@ -69,11 +69,16 @@ def fit_logistic(pred, mos) -> np.ndarray:
     median prediction, b4 at the predictions' spread), so curve_fit starts on the right branch; if it still
     fails to converge, a least-squares linear map expressed in the same form (a wide logistic) is returned.
     """
+    return _fit_mapping(pred, mos)[0]
+
+
+def _fit_mapping(pred, mos) -> tuple[np.ndarray, str]:
+    """fit_logistic's parameters and which mapping they are: "logistic", or "linear" (the fallback)."""
     from scipy.optimize import curve_fit
 
     pred, mos = _pair(pred, mos)
     if pred.size < 5:  # four parameters need at least five points to be fitted, not interpolated
-        return _linear_as_logistic(pred, mos)
+        return _linear_as_logistic(pred, mos), "linear"
     spread = float(np.std(pred)) or 1.0
     hi, lo = float(mos.max()), float(mos.min())
     if srocc(pred, mos) < 0:
@@ -84,10 +89,10 @@ def fit_logistic(pred, mos) -> np.ndarray:
             warnings.simplefilter("ignore")
             params, _ = curve_fit(logistic4, pred, mos, p0=p0, maxfev=20000)
         if np.all(np.isfinite(params)):
-            return params
+            return params, "logistic"
     except (RuntimeError, ValueError, TypeError):
         pass
-    return _linear_as_logistic(pred, mos)
+    return _linear_as_logistic(pred, mos), "linear"
 
 
 def _linear_as_logistic(pred: np.ndarray, mos: np.ndarray) -> np.ndarray:
@@ -103,19 +108,23 @@ def _linear_as_logistic(pred: np.ndarray, mos: np.ndarray) -> np.ndarray:
     return np.array([mid + half, mid - half, b3, b4])
 
 
-def correlations(pred, mos, logistic: bool = True) -> dict[str, float]:
-    """srocc, krocc, plcc, rmse (after the logistic mapping when `logistic`), plcc_raw, rmse_raw (as predicted)."""
+def correlations(pred, mos, logistic: bool = True) -> dict[str, float | str]:
+    """srocc, krocc, plcc, rmse (after the logistic mapping when `logistic`), plcc_raw, rmse_raw (as predicted),
+    and plcc_mapping: the mapping behind plcc and rmse — "logistic", "linear" (the logistic fit failed, or fewer
+    than 5 points) or "none" (without `logistic`), so a report can say when PLCC is not the VQEG one."""
     pred, mos = _pair(pred, mos)
     out = {"srocc": srocc(pred, mos), "krocc": krocc(pred, mos), "plcc_raw": plcc(pred, mos), "rmse_raw": rmse(pred, mos)}
     if logistic:
-        mapped = logistic4(pred, *fit_logistic(pred, mos))
+        params, mapping = _fit_mapping(pred, mos)
+        mapped = logistic4(pred, *params)
         out["plcc"], out["rmse"] = plcc(mapped, mos), rmse(mapped, mos)
     else:
+        mapping = "none"
         out["plcc"], out["rmse"] = out["plcc_raw"], out["rmse_raw"]
-    return {k: out[k] for k in METRICS}
+    return {**{k: out[k] for k in METRICS}, "plcc_mapping": mapping}
 
 
-def summarize(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Mean and (population) standard deviation of each metric over runs: {metric: {"mean", "std"}}."""
-    keys = [k for k in runs[0] if all(k in r for r in runs)]
+def summarize(runs: list[dict[str, float | str]]) -> dict[str, dict[str, float]]:
+    """Mean and (population) standard deviation of each numeric metric over runs: {metric: {"mean", "std"}}."""
+    keys = [k for k in runs[0] if all(k in r for r in runs) and not isinstance(runs[0][k], str)]
     return {k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs]))} for k in keys}

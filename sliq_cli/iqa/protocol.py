@@ -316,7 +316,7 @@ def fit_head(dataset: Dataset | DatasetRef, *, model: str | None = None, name: s
     protocol = run_protocol(feats.X, y, groups=kept.refs, official=kept.official_split, n_splits=n_splits, seed=seed)
     name = name or kept.name
     cfg = encoder.config
-    spec = {"scales": list(cfg.preprocess.scales), "dim": cfg.feature_dim}
+    spec = {**cfg.features.to_dict(), "dim": cfg.feature_dim}
     if kept.resize_shorter:
         spec["resize_shorter"] = kept.resize_shorter
     meta = {"name": name, "encoder_fingerprint": encoder.fingerprint, "feature_spec": spec, "mos_scale": kept.mos_scale(),

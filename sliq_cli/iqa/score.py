@@ -1,56 +1,103 @@
-"""The library function behind `sliq score`: image files -> quality scores with an encoder and a ridge head."""
+"""The scoring engine behind `sliq score` and the Python API (`sliq_cli.api.load`): an encoder and a ridge head
+loaded once; image files, PIL images and tensors -> scores on the head's MOS scale."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
-@dataclass
-class ScoreResult:
-    path: str
-    score: float | None
-    error: str | None = None
+class Scorer:
+    """A frozen encoder and a ridge head. Build it with `Scorer.load` (or `sliq_cli.api.load`)."""
 
+    def __init__(self, encoder, head, model_dir: Path, device: str, *, batch_size: int = 8, workers: int | None = None,
+                 compile: bool = False, max_side: int | None = None):
+        from sliq_cli.iqa.features import FeatureExtractor
 
-@dataclass
-class ScoreRun:
-    """What is being scored with what; `results` streams ScoreResults in completion order."""
+        self.encoder, self.head, self.model_dir, self.device = encoder, head, Path(model_dir), device
+        # a head fitted under a rescaling protocol (SPAQ) must see images rescaled the same way
+        resize_shorter = head.meta.get("feature_spec", {}).get("resize_shorter")
+        self.extractor = FeatureExtractor(encoder, device, batch_size, workers, resize_shorter, compile, max_side)
 
-    model_dir: Path
-    fingerprint: str
-    head: object  # RidgeHead
-    device: str
-    results: Iterator[ScoreResult]
+    @classmethod
+    def load(cls, model: str | None = None, head: str | None = None, device: str = "auto", **options) -> Scorer:
+        """Resolve the model and the head, then load the weights. The head is found from config.json's fingerprint
+        before any tensor is read, so a wrong `--head` fails at once instead of after the model has loaded."""
+        from sliq_cli.iqa.features import resolve_device
+        from sliq_cli.iqa.head import resolve_head
+        from sliq_cli.model.checkpoint import load_encoder, read_config
+        from sliq_cli.model.resolve import resolve_model
 
+        model_dir = resolve_model(model)
+        config = read_config(model_dir)
+        fingerprint = config.get("fingerprint")
+        encoder = None if fingerprint else load_encoder(model_dir, device=resolve_device(device))  # an old config
+        ridge = resolve_head(head, model_dir, fingerprint or encoder.fingerprint,
+                             default=config.get("config", {}).get("default_head"))
+        device = resolve_device(device)  # imports torch: after the checks that need none
+        encoder = encoder or load_encoder(model_dir, device=device)  # checks the weights match the fingerprint
+        ridge.check_features(encoder.config)
+        return cls(encoder, ridge, model_dir, device, **options)
 
-def score_images(paths: list, model: str | None = None, head: str | None = None, device: str = "auto",
-                 batch_size: int = 8, workers: int | None = None, compile: bool = False) -> ScoreRun:
-    """Resolve the model and head (errors raise before any image is read), then stream scores lazily."""
-    from sliq_cli.iqa.features import FeatureExtractor, resolve_device
-    from sliq_cli.iqa.head import resolve_head
-    from sliq_cli.model.checkpoint import load_encoder
-    from sliq_cli.model.resolve import resolve_model
+    @property
+    def mos_scale(self) -> dict:
+        """The head's MOS scale: {"min", "max", "higher_is_better"} of the scores it was fitted on."""
+        return self.head.mos_scale
 
-    device = resolve_device(device)
-    model_dir = resolve_model(model)
-    encoder = load_encoder(model_dir, device=device)
-    ridge = resolve_head(head, model_dir, encoder.fingerprint, default=encoder.config.default_head)
-    if ridge.feature_dim != encoder.config.feature_dim:
-        from sliq_cli.iqa.head import HeadError
+    def info(self) -> dict:
+        """What scores mean, as `sliq score --format json` puts above its results."""
+        return {"model": str(self.model_dir), "encoder_fingerprint": self.encoder.fingerprint, "head": self.head.name,
+                "dataset": self.head.meta.get("dataset"), "mos_scale": self.mos_scale}
 
-        raise HeadError(f"head {ridge.name!r} expects {ridge.feature_dim}-d features; this model gives {encoder.config.feature_dim}")
-    # a head fitted under a rescaling protocol (SPAQ) must see images rescaled the same way
-    resize_shorter = ridge.meta.get("feature_spec", {}).get("resize_shorter")
-    extractor = FeatureExtractor(encoder, device, batch_size, workers, resize_shorter, compile)
-    paths = [Path(p) for p in paths]
+    def record(self, path, score: float) -> dict:
+        """{"path", "score"}, plus "out_of_range": true when the score lies outside the head's MOS range (an
+        extrapolation; the raw score is kept, never clamped)."""
+        rec = {"path": str(path), "score": score}
+        lo, hi = self.mos_scale.get("min"), self.mos_scale.get("max")
+        if lo is not None and hi is not None and not lo <= score <= hi:
+            rec["out_of_range"] = True
+        return rec
 
-    def results() -> Iterator[ScoreResult]:
-        for i, feat, err in extractor.iter(paths):
+    def records(self, paths: Iterable) -> Iterator[dict]:
+        """JSON-ready results, one per path, in completion order (equal image sizes batch together):
+        {"path", "score"} (+ "out_of_range": true), or {"path", "score": None, "error": reason}."""
+        paths = [Path(p) for p in paths]
+        for i, feat, err in self.extractor.iter(paths):
             if err is not None:
-                yield ScoreResult(str(paths[i]), None, err)
+                yield {"path": str(paths[i]), "score": None, "error": err}
             else:
-                yield ScoreResult(str(paths[i]), float(ridge.predict(feat[None])[0]))
+                yield self.record(paths[i], float(self.head.predict(feat[None])[0]))
 
-    return ScoreRun(model_dir, encoder.fingerprint, ridge, device, results())
+    def score(self, x):
+        """Scores on the head's MOS scale. x: a path, a PIL image or a (3, H, W) float tensor in [0, 1] -> float;
+        a list of those or a (B, 3, H, W) tensor -> list of floats, in order. An unreadable file raises InputError."""
+        import torch
+        from PIL import Image
+
+        from sliq_cli.images import pil_to_float, prepare_pil
+
+        if isinstance(x, torch.Tensor):
+            if x.ndim == 3:
+                return self.score(x[None])[0]
+            if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
+                raise ValueError(f"expected a float (B, 3, H, W) or (3, H, W) tensor in [0, 1], got {x.dtype} {tuple(x.shape)}")
+            return [float(s) for s in self.head.predict(self.extractor.features(x))]
+        if isinstance(x, Image.Image):
+            ex = self.extractor
+            return self.score(pil_to_float(prepare_pil(x, ex.max_pixels, ex.max_side)))
+        if isinstance(x, (str, os.PathLike)):
+            return self.score([x])[0]
+        if all(isinstance(p, (str, os.PathLike)) for p in x):
+            return self._score_files(list(x))
+        return [self.score(item) for item in x]
+
+    def _score_files(self, paths: list) -> list[float]:
+        from sliq_cli.errors import InputError
+
+        scores: dict[int, float] = {}
+        for i, feat, err in self.extractor.iter([Path(p) for p in paths]):
+            if err is not None:
+                raise InputError(paths[i], err)
+            scores[i] = float(self.head.predict(feat[None])[0])
+        return [scores[i] for i in range(len(paths))]

@@ -1,6 +1,6 @@
 """Scoring checkpoints: a folder with config.json + model.safetensors (or a sharded index), as timm/transformers do.
 
-    MODEL/config.json                      {"format": "sliq-encoder", "format_version": 1, "config": {...},
+    MODEL/config.json                      {"format": "sliq-encoder", "format_version": 2, "config": {...},
                                             "fingerprint": sha256, "dtype": "float32"|"bfloat16"|"float16", ...extra}
     MODEL/model.safetensors                or MODEL/model.safetensors.index.json + model-0000k-of-0000n.safetensors
     MODEL/heads/<name>.safetensors         optional ridge heads (see sliq_cli.iqa.head)
@@ -19,7 +19,7 @@ from sliq_cli.atomic import atomic_save_safetensors, atomic_write_json
 from sliq_cli.errors import SliqError
 
 FORMAT = "sliq-encoder"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the encoder config carries its FeatureSpec ("features"); 1 kept scales under preprocess
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -103,10 +103,13 @@ def read_config(model_dir) -> dict:
     """config.json of a checkpoint folder, checked for format; raises CheckpointError naming the problem."""
     model_dir = Path(model_dir)
     cfg_path = model_dir / "config.json"
+    # A pickle file can run code when something loads it; a model folder holding one is refused, not half-trusted.
+    pickles = sorted(str(p.relative_to(model_dir)) for p in model_dir.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES) \
+        if model_dir.is_dir() else []
+    if pickles:
+        raise CheckpointError(f"{model_dir}: holds pickle file(s) {', '.join(pickles)}; sliq only loads safetensors "
+                              "(remove them to use this model)")
     if not cfg_path.is_file():
-        pickles = [p.name for p in model_dir.iterdir() if p.suffix in PICKLE_SUFFIXES] if model_dir.is_dir() else []
-        if pickles:
-            raise CheckpointError(f"{model_dir}: holds pickle weights ({', '.join(pickles)}); sliq only loads safetensors")
         raise CheckpointError(f"{model_dir}: not a sliq model (no config.json)")
     try:
         meta = json.loads(cfg_path.read_text())

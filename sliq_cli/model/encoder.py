@@ -9,17 +9,41 @@ from torch import nn
 from sliq_cli.model.config import EncoderConfig
 
 
-def _trunk(name: str) -> nn.Module:
-    import torchvision
+class ResNetTrunk(nn.Sequential):
+    """torchvision's ResNet body (stem, layer1..layer4) as a Sequential, so its parameter names (`0.weight`,
+    `4.0.conv1.weight`, ...) stay those of every sliq ResNet checkpoint; `forward_stages` exposes the layers."""
 
-    net = getattr(torchvision.models, name)(weights=None)  # from scratch, as the paper trains it
-    net.fc = nn.Identity()
-    net.avgpool = nn.Identity()
-    return net
+    stage_names = ("layer1", "layer2", "layer3", "layer4")
+
+    def __init__(self, name: str):
+        import torchvision
+
+        net = getattr(torchvision.models, name)(weights=None)  # from scratch, as the paper trains it
+        super().__init__(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+
+    def forward_stages(self, x: torch.Tensor, wanted) -> dict[str, torch.Tensor]:
+        """Feature maps of the `wanted` layers. (B, 3, H, W) normalised -> {name: (B, C, h, w)}; stops early."""
+        out, need = {}, set(wanted)
+        for i, module in enumerate(self):
+            x = module(x)
+            name = self.stage_names[i - 4] if i >= 4 else None
+            if name in need:
+                out[name] = x
+                if len(out) == len(need):
+                    break
+        return out
+
+
+def _trunk(name: str) -> nn.Module:
+    if name.startswith("efficientnet-lite"):
+        from sliq_cli.model.efficientnet import EfficientNetLite
+
+        return EfficientNetLite(name)
+    return ResNetTrunk(name)
 
 
 class ImageEncoder(nn.Module):
-    """ResNet trunk -> adaptive average pool -> 2-layer MLP -> embedding.
+    """Trunk -> adaptive average pool -> 2-layer MLP -> embedding.
 
     All entry points take RGB images in [0, 1], shape (B, 3, H, W), and normalise them with the config's
     preprocessing, so a caller can never feed the encoder differently from how it was trained.
@@ -28,11 +52,7 @@ class ImageEncoder(nn.Module):
     def __init__(self, config: EncoderConfig):
         super().__init__()
         self.config = config
-        trunk = _trunk(config.trunk)
-        # Keep the convolutional body only; pooling is ours (adaptive, any input size).
-        self.trunk = nn.Sequential(
-            trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool, trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4
-        )
+        self.trunk = _trunk(config.trunk)  # convolutional body only; pooling is ours (adaptive, any input size)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.projector = nn.Sequential(
             nn.Linear(config.trunk_dim, config.hidden_dim),
@@ -57,14 +77,19 @@ class ImageEncoder(nn.Module):
 
     @torch.no_grad()
     def quality_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Features for the ridge head: L2-normalised pooled trunk features at each configured scale, concatenated.
-
-        (B, 3, H, W) in [0, 1] -> (B, trunk_dim * len(scales)), float32.
+        """Features for the ridge head, as the config's FeatureSpec says: per scale, per stage, per pooling one
+        block (L2-normalised with normalize="block"), concatenated. (B, 3, H, W) in [0, 1] -> (B, feature_dim), float32.
         """
+        spec = self.config.features
         feats = []
-        for s in self.config.preprocess.scales:
+        for s in spec.scales:
             xs = x if s == 1.0 else resize_scale(x, s)
-            feats.append(F.normalize(self.trunk_features(xs).float(), dim=1))  # (B, trunk_dim)
+            maps = self.trunk.forward_stages(self.normalize(xs), spec.stages)
+            for stage in spec.stages:
+                m = maps[stage].float()  # (B, C, h, w)
+                for pooling in spec.pooling:
+                    v = m.mean((2, 3)) if pooling == "mean" else m.std((2, 3), correction=0)  # (B, C)
+                    feats.append(F.normalize(v, dim=1) if spec.normalize == "block" else v)
         return torch.cat(feats, dim=1)
 
 

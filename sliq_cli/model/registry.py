@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from sliq_cli.model.config import EncoderConfig, PreprocessConfig
+from sliq_cli.model.config import EncoderConfig, FeatureSpec, PreprocessConfig
 
 _REGISTRY: dict[str, Callable[[], EncoderConfig]] = {}
 
@@ -30,11 +30,14 @@ def model_config(name: str, **overrides) -> EncoderConfig:
         raise ValueError(f"unknown option(s) for {name}: {', '.join(unknown)}")
     if isinstance(overrides.get("preprocess"), dict):
         overrides["preprocess"] = PreprocessConfig.from_dict(overrides["preprocess"])
+    if isinstance(overrides.get("features"), dict):
+        overrides["features"] = FeatureSpec.from_dict(overrides["features"])
     return dataclasses.replace(cfg, **overrides)
 
 
 def create_model(name: str = "slique-resnet50", **overrides):
-    """A randomly initialised image encoder of a registered configuration (the paper trains from scratch)."""
+    """A randomly initialised image encoder of a registered configuration (the paper trains from scratch;
+    `sliq_cli.model.imagenet` starts the EfficientNet-Lite trunks from ImageNet weights instead)."""
     from sliq_cli.model.encoder import ImageEncoder
 
     return ImageEncoder(model_config(name, **overrides))
@@ -50,3 +53,31 @@ def slique_resnet50() -> EncoderConfig:
 def slique_resnet18() -> EncoderConfig:
     """A small variant for quick experiments and tests (not in the paper)."""
     return EncoderConfig(name="slique-resnet18", trunk="resnet18", hidden_dim=512, embed_dim=512)
+
+
+# EfficientNet-Lite: sliq's pretrained-start family (ImageNet weights, `--init imagenet`). Inputs in [-1, 1] as the
+# weights were trained; the 2-layer MLP keeps the trunk's width, as the paper's 2048 -> 2048 -> 512 does.
+# Quality features: chosen on clive-dev with the paper's protocol (bench/feature_spec.py, bench/RESULTS.md).
+_LITE_PREPROCESS = PreprocessConfig(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+_LITE_FEATURES = FeatureSpec(stages=("stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "head"),
+                             pooling=("mean", "std"), scales=(1.0,))
+
+
+def _lite(variant: int) -> EncoderConfig:
+    return EncoderConfig(name=f"slique-efficientnet-lite{variant}", trunk=f"efficientnet-lite{variant}",
+                         hidden_dim=1280, embed_dim=512, preprocess=_LITE_PREPROCESS, features=_LITE_FEATURES)
+
+
+@register_model
+def slique_efficientnet_lite0() -> EncoderConfig:
+    return _lite(0)
+
+
+@register_model
+def slique_efficientnet_lite1() -> EncoderConfig:
+    return _lite(1)
+
+
+@register_model
+def slique_efficientnet_lite2() -> EncoderConfig:
+    return _lite(2)

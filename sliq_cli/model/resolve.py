@@ -21,7 +21,8 @@ def embedded_model_dir() -> Path | None:
 
 
 def resolve_model(spec: str | None) -> Path:
-    """Return the folder of the model named by `spec` (None or "default" = the embedded default)."""
+    """Return the folder of the model named by `spec` (None or "default" = the embedded default; "NAME@imagenet" =
+    registered encoder NAME with its ImageNet trunk)."""
     if spec in (None, "", DEFAULT):
         d = embedded_model_dir()
         if d is None:
@@ -33,6 +34,10 @@ def resolve_model(spec: str | None) -> Path:
     path = Path(spec).expanduser()
     if path.is_dir():
         return path
+    from sliq_cli.model.imagenet import SUFFIX, imagenet_model_dir
+
+    if spec.endswith(SUFFIX):  # a registered encoder with its ImageNet trunk, frozen (no SLIQUE training)
+        return imagenet_model_dir(spec[: -len(SUFFIX)])
     if path.exists():
         raise ModelNotFound(f"{spec}: not a model folder (expected a folder with config.json and model.safetensors)")
     if _looks_like_repo_id(spec):

@@ -120,13 +120,15 @@ class TextEncoder(nn.Module):
 TEXT_FORMAT = "sliq-text"
 
 
-def save_text_tower(model: TextEncoder, tokenizer, out_dir) -> None:
-    """Write `out_dir/` = model.safetensors + config.json + tokenizer.json (each atomically, config last)."""
+def save_text_tower(model: TextEncoder, tokenizer, out_dir, dtype: str = "float32") -> None:
+    """Write `out_dir/` = model.safetensors (floats stored as `dtype`) + config.json + tokenizer.json (each
+    atomically, config last)."""
     from sliq_cli.atomic import atomic_save_safetensors, atomic_write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu", getattr(torch, dtype) if v.is_floating_point() else v.dtype).contiguous()
+             for k, v in model.state_dict().items()}
     atomic_save_safetensors(out / "model.safetensors", state, metadata={"format": "pt"})
     tokenizer.save(out / "tokenizer.json")
     atomic_write_json(out / "config.json", {"format": TEXT_FORMAT, "format_version": 1, "config": model.config.to_dict()})
@@ -148,5 +150,5 @@ def load_text_tower(model_dir, device: str = "cpu"):
     except (OSError, KeyError, ValueError) as e:
         raise InputError(d / "config.json", f"not a sliq text tower config ({e})") from None
     model = TextEncoder(config)
-    model.load_state_dict(load_file(str(d / "model.safetensors")))
+    model.load_state_dict({k: v.float() for k, v in load_file(str(d / "model.safetensors")).items()})
     return model.to(device).eval(), Tokenizer.load(d / "tokenizer.json")

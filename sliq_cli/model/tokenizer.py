@@ -69,9 +69,6 @@ class Tokenizer:
             out[i, : len(r)] = torch.tensor(r)
         return out
 
-    def decode(self, ids) -> str:
-        return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
-
     def save(self, path) -> None:
         atomic_write_text(path, self._tok.to_str())
 

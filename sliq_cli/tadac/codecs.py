@@ -12,6 +12,7 @@ encoded, decoded and returned as float on the input's device.
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import torch
@@ -36,13 +37,21 @@ def jpeg_roundtrip(images: torch.Tensor, quality: int) -> torch.Tensor:
     return out.to(images.device).float().div_(255.0)
 
 
+_warned_cpu_jpeg = False  # the GPU -> CPU fallback is announced once per process
+
+
 def _jpeg_roundtrip_cuda(u8: torch.Tensor, quality: int) -> torch.Tensor | None:
-    """Batched nvJPEG round trip, or None where this torchvision cannot encode CUDA tensors."""
+    """Batched nvJPEG round trip, or None (with a warning, once) where this torchvision cannot do it on CUDA."""
+    global _warned_cpu_jpeg
     try:
         encoded = encode_jpeg(list(u8), quality=quality)
         # nvJPEG decoding reads the byte streams from host memory.
         decoded = decode_jpeg([e.cpu() for e in encoded], device=u8.device)
-    except (RuntimeError, TypeError, NotImplementedError):
+    except (RuntimeError, TypeError, NotImplementedError) as e:
+        if not _warned_cpu_jpeg:
+            _warned_cpu_jpeg = True
+            warnings.warn(f"JPEG distortions run on the CPU (slower): the nvJPEG round trip failed "
+                          f"({type(e).__name__}: {e})", RuntimeWarning, stacklevel=3)
         return None
     return torch.stack(decoded)  # (B, 3, H, W) uint8 on the GPU
 

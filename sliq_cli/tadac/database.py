@@ -10,10 +10,10 @@ On-disk format (plain JSON, readable without sliq):
                         "thresholds": {attr: [t1, t2]} for brightness, contrast, sharpness, colourfulness,
                         "work_size": [512, 384], "heldout": [ids of held-out records]}
     DB/manifest.jsonl  one JSON object per source image:
-                       {"id", "path" (absolute), "kind": "pristine"|"authentic", "source", "label": str|null,
-                        "caption": str|null, "work_size": [w, h], "saliency_box": [x, y, 224, 224] (working-image
-                        pixels), "appearance": {attr: float}, "bins": {attr: "low"|"medium"|"high"},
-                        "split": "train"|"heldout"}
+                       {"id", "path" (the source's, relative to DB; absolute in older manifests),
+                        "kind": "pristine"|"authentic", "source", "label": str|null, "caption": str|null,
+                        "work_size": [w, h], "saliency_box": [x, y, 224, 224] (working-image pixels),
+                        "appearance": {attr: float}, "bins": {attr: "low"|"medium"|"high"}, "split": "train"|"heldout"}
     DB/phrases.json    every phrase list (texts.phrase_bank())
     DB/skipped.txt     sources that were left out, one "path<TAB>reason" per line
     DB/distorted/      only with materialize: <id>.png (the working image) and <id>_<type:02d>_<level:02d>.png for
@@ -34,12 +34,13 @@ from __future__ import annotations
 import csv
 import fnmatch
 import json
+import os
 import random
 import re
 import time
 import zlib
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -442,8 +443,9 @@ def build_database(
     if captions:
         counts["captions_unmatched"] = len(captions.values) - len(captions.used)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "manifest.jsonl",
-                      "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records))
+    base = out.resolve()
+    atomic_write_text(out / "manifest.jsonl", "".join(
+        json.dumps({**r.to_dict(), "path": _relative_path(r.path, base)}, ensure_ascii=False) + "\n" for r in records))
     atomic_write_json(out / "phrases.json", phrase_bank())
     atomic_write_text(out / "skipped.txt", "".join(f"{p}\t{reason}\n" for p, reason in skipped))
     # tadac.json last: its presence marks a complete database.
@@ -453,6 +455,15 @@ def build_database(
     })
     return BuildSummary(out=out, counts=counts, thresholds=thresholds, skipped=skipped, seconds=seconds,
                         materialized=materialized)
+
+
+def _relative_path(path: str, base: Path) -> str:
+    """A source's path relative to the database folder, so the two can move together (a copy of their common
+    parent folder); the absolute path where none exists (another drive on Windows)."""
+    try:
+        return os.path.relpath(path, base)
+    except ValueError:
+        return path
 
 
 def distortion_seed(seed: int, record_id: str, kadis_type: int, level: int) -> int:
@@ -509,11 +520,14 @@ def load_database(path) -> Database:
         lines = manifest.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise InputError(manifest, "missing (not a complete TADAC database)") from None
+    base = root.resolve()
     for line_no, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            records.append(Record.from_dict(json.loads(line)))
+            record = Record.from_dict(json.loads(line))
+            # relative source paths are relative to the database folder; absolute ones (older manifests) stay
+            records.append(replace(record, path=os.path.normpath(os.path.join(base, record.path))))
         except (json.JSONDecodeError, ValueError, TypeError, KeyError, AttributeError) as e:
             raise InputError(manifest, f"bad record: {e}", line=line_no) from None
     return Database(root=root, meta=meta, records=records, thresholds=meta["thresholds"],

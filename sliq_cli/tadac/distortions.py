@@ -96,15 +96,6 @@ DISTORTIONS: list[Distortion] = [
 MIN_SIZE = 64
 
 
-def distortion_by_name(name: str) -> Distortion:
-    """Look a type up by its KADID name (case, spaces and hyphens ignored), e.g. "Gaussian blur" -> id 1."""
-    key = name.strip().lower().replace(" ", "_").replace("-", "_")
-    for d in DISTORTIONS:
-        if d.name == key:
-            return d
-    raise ValueError(f"unknown distortion {name!r}; known: {', '.join(d.name for d in DISTORTIONS)}")
-
-
 def distort(
     images: torch.Tensor, type_id: int, level: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:

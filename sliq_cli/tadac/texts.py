@@ -316,14 +316,15 @@ def content_texts(record) -> list[str]:
     return texts
 
 
-def sample_texts(record, variant: int, rng: random.Random, components=COMPONENTS) -> list[str]:
+def sample_texts(record, variant: int, rng: random.Random, components=COMPONENTS,
+                 appearance_on_pristine: bool = False) -> list[str]:
     """The texts true for one sample: `record` (a database Record or its manifest dict) seen as `variant`.
 
     content: the label text and the caption (all records). distortion: a pristine phrase for variant 0 of a
     pristine record, a distortion text of the variant's (type, level) otherwise; none for authentic records, whose
-    distortions are unknown. appearance: one phrase per attribute from its bin, for authentic records (as in the
-    paper) and for variant 0 of pristine records, where the measured appearance is that of the sample; distorted
-    variants get none because the distortion changes the attributes that were measured on the pristine image.
+    distortions are unknown. appearance: one phrase per attribute from its bin, for authentic records, as in the
+    paper; `appearance_on_pristine` adds them to variant 0 of pristine records too (its measured appearance is the
+    sample's). Distorted variants never get them: the distortion changes the attributes measured on the pristine.
     `rng` (random.Random) picks among the equivalent phrases.
     """
     unknown = set(components) - set(COMPONENTS)
@@ -338,7 +339,7 @@ def sample_texts(record, variant: int, rng: random.Random, components=COMPONENTS
         texts.extend(content_texts(record))
     if "distortion" in components and kind == "pristine":
         texts.append(rng.choice(PRISTINE_PHRASES) if distortion is None else distortion_text(*distortion, rng))
-    if "appearance" in components and distortion is None:
+    if "appearance" in components and (kind == "authentic" or (appearance_on_pristine and distortion is None)):
         bins = _field(record, "bins")
         texts.extend(rng.choice(APPEARANCE_PHRASES[attr][bins[attr]]) for attr in ATTRIBUTES)
     return texts

