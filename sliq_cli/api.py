@@ -7,6 +7,7 @@
     metric.score(["a.jpg", "b.png"])         # [61.3, 40.2], in order
     metric.score(torch.rand(4, 3, 384, 512)) # a (B, 3, H, W) or (3, H, W) float tensor in [0, 1], or a PIL image
     for rec in metric.records(paths): ...    # the dicts `sliq score` prints, in completion order
+    explain(["photo.jpg"], top=3)            # `sliq explain`'s records: score, nearest descriptions, appearance
 
 `sliq score` itself runs on this (sliq_cli.iqa.score.Scorer), so both give the same scores.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from sliq_cli.iqa.score import Scorer as Metric
 
-__all__ = ["Metric", "load"]
+__all__ = ["Metric", "explain", "load"]
 
 
 def load(model: str | None = None, head: str | None = None, device: str = "auto", *, batch_size: int = 8,
@@ -23,3 +24,11 @@ def load(model: str | None = None, head: str | None = None, device: str = "auto"
     """A scorer: `model` as `--model` (None: the embedded default), `head` as `--head` (None: the model's default
     head), `device` "auto" | "cpu" | "cuda[:N]"; the rest as `sliq score`'s options of the same names."""
     return Metric.load(model, head, device, batch_size=batch_size, workers=workers, compile=compile, max_side=max_side)
+
+
+def explain(paths, model: str | None = None, head: str | None = None, top: int = 5, device: str = "auto") -> list[dict]:
+    """`sliq explain` for image files or folders: JSON-ready records with the score, the `top` nearest distortion
+    descriptions and the binned appearance attributes (needs the model's text tower)."""
+    from sliq_cli.iqa.explain import explain as explain_paths
+
+    return explain_paths(paths, model=model, head=head, top=top, device=device)

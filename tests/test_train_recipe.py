@@ -3,6 +3,7 @@ every view and the half-scale view, the trunk's learning-rate scale, gradient cl
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -135,3 +136,23 @@ def test_imagenet_start_trains_and_loss_goes_down(tmp_path, example_photos):
     stem = classifier_state("efficientnet-lite0")["_conv_stem.weight"]
     moved = (encoder.state_dict()["trunk._conv_stem.weight"] - stem).abs().max()
     assert 0 < moved < 0.05 * stem.abs().max()  # started from ImageNet and moved a little
+
+
+def test_grad_clip_bounds_the_step(tmp_path, example_photos):
+    """One SGD step: with the global gradient norm clipped to 1e-6 the weights move by the weight decay alone (plus
+    1e-6 of gradient), far less than unclipped; the log reports the norm before clipping."""
+    from sliq_cli.model.registry import create_model
+    from sliq_cli.train.loop import pretrain
+
+    db = _db(tmp_path, example_photos, pristine=False)
+    cfg = dict(TINY, db=str(db), batch_size=5, steps=1, checkpoint_every=0, warmup_epochs=0.0, base_lr=50.0)
+    pretrain(dict(cfg, out=str(tmp_path / "clipped"), grad_clip=1e-6))
+    pretrain(dict(cfg, out=str(tmp_path / "free")))
+    torch.manual_seed(0)
+    init = create_model("slique-resnet18").state_dict()
+    key = "projector.0.weight"
+    moved = {run: (_weights(tmp_path / run, "projector.")[key] - init[key]).abs().max().item()
+             for run in ("clipped", "free")}
+    assert 0 < moved["clipped"] < 0.01 * moved["free"]
+    logged = [json.loads(line) for line in (tmp_path / "clipped" / "log.jsonl").read_text().splitlines()]
+    assert logged[-1]["grad_norm"] > 1e-3  # the norm before clipping
