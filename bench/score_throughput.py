@@ -108,7 +108,7 @@ def main() -> None:
         model_dir = Path(args.model) if args.model else tmp / "model"
         if not args.model:
             save_encoder(create_model(args.arch), model_dir)
-        encoder = load_encoder(model_dir, device=device)
+        encoder = load_encoder(model_dir, device=device).fuse_for_inference()  # as scoring runs it
         dim = encoder.config.feature_dim
         RidgeHead(np.zeros(dim), 50.0, np.zeros(dim), np.ones(dim),
                   {"name": "bench", "encoder_fingerprint": encoder.fingerprint}).save(tmp / "bench.safetensors")

@@ -117,3 +117,24 @@ def test_head_refuses_another_feature_spec_of_the_same_size():
     legacy.check_features(config)  # heads from before feature specs: scales and size are what they recorded
     with pytest.raises(HeadError, match="expects 1024-d"):
         legacy.check_features(dataclasses.replace(config, features=FeatureSpec(stages=("layer4",), scales=(1.0,))))
+
+
+def test_fused_batchnorm_gives_the_same_features():
+    """Scoring folds EfficientNet-Lite's BatchNorms into its convolutions: same features, fused once."""
+    import copy
+
+    from sliq_cli.iqa.features import FeatureExtractor
+
+    model = create_model("slique-efficientnet-lite0").eval()
+    for m in model.modules():  # non-trivial statistics, as a trained trunk has
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    fused = copy.deepcopy(model)
+    FeatureExtractor(fused, "cpu")
+    FeatureExtractor(fused, "cpu")  # a second extractor on the same encoder: already fused, left alone
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.trunk.modules())
+    x = torch.rand(2, 3, 71, 96)
+    with torch.no_grad():
+        assert torch.allclose(fused.quality_features(x), model.quality_features(x), atol=1e-5)
+        assert torch.allclose(fused(x), model(x), atol=1e-4)

@@ -82,7 +82,7 @@ class FeatureExtractor:
 
     def __init__(self, encoder, device: str = "cpu", batch_size: int = 8, workers: int | None = None,
                  resize_shorter: int | None = None, compile: bool = False, max_side: int | None = None):
-        self.encoder = encoder
+        self.encoder = encoder.fuse_for_inference()
         self.resize_shorter = resize_shorter  # a dataset protocol's fixed rescale (SPAQ: shorter side 512)
         self.device = device
         self.batch_size = max(1, batch_size)

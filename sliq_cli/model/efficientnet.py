@@ -132,6 +132,22 @@ class EfficientNetLite(nn.Module):
         """The head's feature map (B, 1280, h, w)."""
         return self.forward_stages(x, ("head",))["head"]
 
+    def fuse_batchnorm(self) -> None:
+        """Fold each BatchNorm into the convolution before it, in eval mode: the same function with one pass fewer
+        per convolution (on a 2-core CPU the BatchNorms were about a fifth of the trunk's time). For inference only:
+        the running statistics become weights, so a fused trunk must not train or be saved."""
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        pairs = [(self, "_conv_stem", "_bn0"), (self, "_conv_head", "_bn1")]
+        for block in self._blocks:
+            if block.expand:
+                pairs.append((block, "_expand_conv", "_bn0"))
+            pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+        for owner, conv, bn in pairs:
+            if isinstance(getattr(owner, bn), nn.BatchNorm2d):  # idempotent: a fused pair is left as it is
+                setattr(owner, conv, fuse_conv_bn_eval(getattr(owner, conv), getattr(owner, bn)))
+                setattr(owner, bn, nn.Identity())
+
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (B, 1000) of a normalised image batch (needs `num_classes`)."""
         return self._fc(self.forward(x).mean((2, 3)))
