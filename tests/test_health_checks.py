@@ -6,7 +6,6 @@ import io
 import json
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +13,8 @@ from PIL import Image
 
 from sliq_cli.images import ImageLoadError, load_image
 from sliq_cli.iqa.features import FeatureExtractor, jpeg_size_error
+
+from .conftest import make_tiny_encoder
 
 
 def _jpeg(path, w=100, h=80):
@@ -32,8 +33,7 @@ def test_gpu_jpeg_path_keeps_the_decompression_bomb_guard(tmp_path, monkeypatch)
         load_image(path)
     assert str(cpu.value) == str(err)
     # the extractor's nvJPEG branch (forced on, no GPU needed: it only reads bytes) returns that error
-    encoder = SimpleNamespace(config=SimpleNamespace(preprocess=SimpleNamespace(max_pixels=10**8)))
-    extractor = FeatureExtractor(encoder, device="cpu")
+    extractor = FeatureExtractor(make_tiny_encoder(), device="cpu")
     extractor.cuda = True
     assert str(extractor._load(path)) == str(err)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # between 1x and 2x: only Pillow's warning, downscaled
