@@ -14,6 +14,11 @@ cosine similarity with the 19 text types x 5 degrees + pristine; sliq_cli.iqa.ex
 - pristine explained as clean: the share of undistorted photos whose top-1 is pristine;
 - a confusion matrix (true text type x top-1 prediction, rows normalised) as a PNG.
 Chance: top-1 1/20, top-3 3/20, level error 1.6 (uniform guess against uniform levels).
+
+With --calibrate it instead writes MODEL/text/explain.json: the offset added to the pristine description's
+similarity that best separates the undistorted photos (pristine should win) from their visibly distorted versions,
+levels 2..5 (a distortion should win), by balanced accuracy. Calibrate on photos the model never trained on (on its
+training photos the pristine texts are memorised: the offset comes out far too small), and check on other ones.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ def main() -> None:
                     help="bf16 autocast on the CPU too (always on CUDA): ~1.6x on CPUs with AMX/AVX-512 BF16")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--png", type=Path, help="confusion matrix image (default: next to --json, else not drawn)")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="write MODEL/text/explain.json (pristine offset) from these photos (not trained on, not "
+                         "the ones you check on)")
     args = ap.parse_args()
 
     import torch
@@ -84,6 +92,9 @@ def main() -> None:
         print(f"  {j + 1}/{len(files)} {f.name}  ({time.perf_counter() - t0:.0f} s)", flush=True)
     scores, levels = np.stack(scores), np.stack(levels)  # (N, 126, 20)
     seconds = time.perf_counter() - t0
+    if args.calibrate:
+        calibrate(explainer, scores, true_level, len(files), seconds)
+        return
 
     n = len(files)
     order = np.argsort(-scores, axis=2)  # (N, 126, 20) columns best first
@@ -137,6 +148,26 @@ def main() -> None:
             "machine": machine(), "model": str(explainer.model_dir), "device": device, "images": n,
             "seed": args.seed, "bf16": amp, "thresholds_source": explainer.thresholds_source, "seconds": round(seconds, 1),
             **result, "confusion": {"labels": labels, "counts": confusion.tolist()}}, indent=2) + "\n")
+
+
+def calibrate(explainer, scores: np.ndarray, true_level: np.ndarray, n: int, seconds: float) -> None:
+    """Choose and write the pristine offset (module docstring). scores: (N, 126, 20) with the current offset."""
+    from sliq_cli.atomic import atomic_write_json
+    from sliq_cli.iqa.explain import CALIBRATION_FILE, TEXT_DIR
+
+    margin = scores[..., 1:].max(axis=2) - (scores[..., 0] - explainer.pristine_offset)  # (N, 126) best distortion
+    clean, visible = margin[:, 0], margin[:, true_level >= 2].reshape(-1)  # pristine wins iff offset > margin
+    grid = np.unique(np.concatenate([clean, visible]))
+    balanced = [(np.mean(clean < b) + np.mean(visible >= b)) / 2 for b in grid]
+    best = int(np.argmax(balanced))
+    offset = float(grid[best])
+    path = explainer.model_dir / TEXT_DIR / CALIBRATION_FILE
+    atomic_write_json(path, {"format": "sliq-explain-calibration", "format_version": 1, "pristine_offset": offset,
+                             "photos": n, "clean_called_clean": float(np.mean(clean < offset)),
+                             "visible_called_distorted": float(np.mean(visible >= offset))})
+    print(f"pristine offset {offset:+.4f} on {n} calibration photos: undistorted called clean "
+          f"{np.mean(clean < offset):.3f}, levels 2-5 called distorted {np.mean(visible >= offset):.3f} "
+          f"({seconds:.0f} s) -> {path}")
 
 
 def _plot(confusion: np.ndarray, labels: list[str], path: Path, title: str) -> None:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from sliq_cli.cli import explain as explain_cli
 from sliq_cli.cli.app import app
-from sliq_cli.errors import UsageError
+from sliq_cli.errors import InputError, UsageError
 from sliq_cli.iqa import explain as lib
 from sliq_cli.tadac.appearance import ATTRIBUTES, BINS, appearance, bin_value
 from sliq_cli.tadac.texts import APPEARANCE_PHRASES, TEXT_TYPES
@@ -92,6 +92,22 @@ def test_thresholds_travel_with_the_model(text_model, photos, tmp_path):
 
     (model / "text" / "appearance.json").write_text('{"thresholds": {"brightness": [1, 0]}}')
     with pytest.raises(Exception, match="appearance.json"):
+        lib.explain([photos[0]], model=str(model), device="cpu")
+
+
+def test_calibrated_pristine_offset_moves_the_clean_description(text_model, photos, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(text_model, model)
+    plain = lib.explain([photos[0]], model=str(model), top=20, device="cpu")[0]["descriptions"]
+    raw = next(d["similarity"] for d in plain if d["type"] == "pristine")
+    for offset, first in ((5.0, "pristine"), (-5.0, None)):
+        (model / "text" / "explain.json").write_text(json.dumps({"pristine_offset": offset}))
+        got = lib.explain([photos[0]], model=str(model), top=20, device="cpu")[0]["descriptions"]
+        clean = next(d["similarity"] for d in got if d["type"] == "pristine")
+        assert clean == pytest.approx(raw + offset, abs=1e-3)
+        assert (got[0]["type"] == "pristine") == (first == "pristine") and (got[-1]["type"] == "pristine") == (first is None)
+    (model / "text" / "explain.json").write_text("{}")
+    with pytest.raises(InputError, match="explain.json"):
         lib.explain([photos[0]], model=str(model), device="cpu")
 
 

@@ -104,6 +104,7 @@ def test_cli_runs_an_ablation_and_rejects_bad_options(tmp_path, example_photos):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "run" / "export" / "text").exists()  # no text tower trained
+    assert "step 2/2 loss" in result.stderr  # not a terminal: a plain line per logged step, the last one included
     bad = runner.invoke(app, [*args[:-1], "--out", str(tmp_path / "other"), "--texts", "content,colour"])
     assert bad.exit_code != 0 and isinstance(bad.exception, UsageError)
     assert "--texts takes a non-empty subset" in str(bad.exception)

@@ -73,32 +73,42 @@ def pretrain(
 
 
 class _ProgressView:
-    """Rich progress on stderr from the training log records."""
+    """Progress on stderr from the training log records: a compact Rich bar on a terminal (it fits 80 columns),
+    one plain line per logged step otherwise (a log file or CI sees every record, not a bar's last frame)."""
 
     def __enter__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=err_console(),
-        )
-        self.progress.__enter__()
+        self.console = err_console()
+        self.progress = None
+        if self.console.is_terminal:
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(),
+                TimeRemainingColumn(compact=True, elapsed_when_finished=True), TextColumn("{task.fields[stats]}"),
+                console=self.console,
+            )
+            self.progress.__enter__()
         self.task = None
         return self
 
     def __exit__(self, *exc):
-        self.progress.__exit__(*exc)
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
 
     def update(self, record: dict) -> None:
         event = record.get("event")
         if event == "decoding":
-            self.progress.console.print(f"decoding {record['records']} working images onto the device")
+            self.console.print(f"decoding {record['records']} working images onto the device")
         elif event == "resumed-from-export":
-            self.progress.console.print(f"resumed from the export at step {record['step']}; the optimiser's momentum "
-                                        "did not travel with it and starts from zero")
-        elif event == "training":
+            self.console.print(f"resumed from the export at step {record['step']}; the optimiser's momentum did not "
+                               "travel with it and starts from zero")
+        elif event == "training" and self.progress is not None:
             self.task = self.progress.add_task("pretrain", total=record["total"], completed=record["start"], stats="")
-        elif event is None and self.task is not None:
-            stats = (f"loss {record['loss']:.4f} (it {record['loss_it']:.3f}, ii {record['loss_ii']:.3f}) "
-                     f"lr {record['lr']:.2e} {record['samples_per_s']:.0f} samples/s")
-            self.progress.update(self.task, completed=record["step"], stats=stats)
+        elif event is None:
+            stats = f"loss {record['loss']:.3f} (it {record['loss_it']:.2f} ii {record['loss_ii']:.2f}) " \
+                    f"{record['samples_per_s']:.0f}/s"
+            if self.progress is None:
+                self.console.print(f"step {record['step']}/{record['total']} {stats} lr {record['lr']:.2e}",
+                                   highlight=False)
+            elif self.task is not None:
+                self.progress.update(self.task, completed=record["step"], stats=stats)

@@ -7,7 +7,6 @@ validate it, and renamed into place, so OUT_DIR is either complete or absent.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -18,8 +17,7 @@ from sliq_cli.atomic import umask
 from sliq_cli.errors import InputError, SliqError, UsageError
 from sliq_cli.hub.cache import check_repo_id, hub_endpoint, hub_offline
 from sliq_cli.hub.card import RunInfo, render_model_card
-from sliq_cli.hub.layout import check_layout
-from sliq_cli.model.checkpoint import FORMAT as ENCODER_FORMAT
+from sliq_cli.hub.layout import check_layout, is_sliq_checkpoint
 from sliq_cli.model.checkpoint import INDEX, WEIGHTS, read_config, weight_files
 from sliq_cli.paths import user_heads_dir
 
@@ -46,16 +44,9 @@ class ExportResult:
         }
 
 
-def _is_checkpoint(folder: Path) -> bool:
-    try:
-        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("format") == ENCODER_FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def _is_run(folder: Path) -> bool:
     """A pretraining run folder: RUN/log.jsonl, or a RUN/config.json that is not a checkpoint's."""
-    return (folder / "log.jsonl").is_file() or ((folder / "config.json").is_file() and not _is_checkpoint(folder))
+    return (folder / "log.jsonl").is_file() or ((folder / "config.json").is_file() and not is_sliq_checkpoint(folder))
 
 
 def find_checkpoint(source: str) -> tuple[Path, Path | None]:
@@ -68,12 +59,12 @@ def find_checkpoint(source: str) -> tuple[Path, Path | None]:
         return resolve_model(source), None
     if not path.is_dir():
         raise InputError(path, "not a folder (expected a pretraining run or a model folder)")
-    if _is_checkpoint(path):
+    if is_sliq_checkpoint(path):
         return path, path.parent if _is_run(path.parent) else None
     run = path if _is_run(path) else None
-    if _is_checkpoint(path / "export"):
+    if is_sliq_checkpoint(path / "export"):
         return path / "export", run
-    found = sorted({c.parent for c in path.rglob("config.json") if _is_checkpoint(c.parent)})
+    found = sorted({c.parent for c in path.rglob("config.json") if is_sliq_checkpoint(c.parent)})
     if not found:
         raise InputError(path, "holds no sliq checkpoint (a config.json with format sliq-encoder)")
     if len(found) > 1:

@@ -7,14 +7,12 @@ to models by encoder fingerprint. Snapshots of other libraries in the Hub cache 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sliq_cli import __version__
 from sliq_cli.hub.cache import iter_cached_snapshots
-from sliq_cli.hub.layout import LayoutError, check_layout, read_head_meta
-from sliq_cli.model.checkpoint import FORMAT as ENCODER_FORMAT
+from sliq_cli.hub.layout import LayoutError, check_layout, is_sliq_checkpoint, read_head_meta
 from sliq_cli.model.resolve import embedded_model_dir
 from sliq_cli.paths import sliq_home
 
@@ -73,13 +71,6 @@ def _model_entry(folder: Path, name: str, source: str, revision: str) -> ModelEn
     return entry
 
 
-def _is_sliq_snapshot(folder: Path) -> bool:
-    try:
-        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("format") == ENCODER_FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def list_available_models() -> list[ModelEntry]:
     """Embedded default, Hub-cache snapshots, and an entry per set of user heads whose encoder is not installed."""
     models = []
@@ -87,7 +78,7 @@ def list_available_models() -> list[ModelEntry]:
     if embedded is not None:
         models.append(_model_entry(embedded, "default", "embedded", f"sliq {__version__}"))
     for snap in iter_cached_snapshots():
-        if _is_sliq_snapshot(snap.path):
+        if is_sliq_checkpoint(snap.path):
             revision = ",".join(snap.refs) + f" ({snap.commit[:12]})" if snap.refs else snap.commit[:12]
             models.append(_model_entry(snap.path, snap.repo_id, "hub", revision))
     by_prefix: dict[str, list[ModelEntry]] = {}

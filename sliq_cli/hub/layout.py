@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sliq_cli.errors import SliqError
 from sliq_cli.iqa.head import HeadError, RidgeHead
+from sliq_cli.model.checkpoint import FORMAT as ENCODER_FORMAT
 from sliq_cli.model.checkpoint import PICKLE_SUFFIXES, CheckpointError, validate_checkpoint_dir, weight_files
 
 TEXT_FILES = ("config.json", "model.safetensors", "tokenizer.json")
@@ -36,6 +37,14 @@ class ModelLayout:
     @property
     def fingerprint(self) -> str | None:
         return self.config.get("fingerprint")
+
+
+def is_sliq_checkpoint(folder: Path) -> bool:
+    """True when FOLDER/config.json is a sliq encoder checkpoint's (format sliq-encoder); nothing else is checked."""
+    try:
+        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("format") == ENCODER_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def is_pickle(path: str) -> bool:

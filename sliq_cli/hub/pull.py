@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sliq_cli.atomic import atomic_write_text
+from sliq_cli.digest import sha256_file
 from sliq_cli.errors import SliqError, UsageError
 from sliq_cli.hub.cache import (
     cached_snapshot,
@@ -73,14 +74,6 @@ class PullResult:
 def git_blob_sha1(path: Path) -> str:
     """The git object id of a file: sha1 over "blob <size>\\0" + contents (what the Hub lists for non-LFS files)."""
     h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)

@@ -25,18 +25,14 @@ from typing import Callable
 import numpy as np
 
 from sliq_cli.atomic import atomic_save_safetensors, atomic_write_json
+from sliq_cli.digest import sha256_file
 from sliq_cli.paths import features_cache_dir
 
 FORMAT = "sliq-feature-cache"
 FORMAT_VERSION = 1
 
 
-def file_digest(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+file_digest = sha256_file  # the cache key of an image: sha256 of the file's bytes
 
 
 def feature_spec(encoder, device: str = "cpu", resize_shorter: int | None = None) -> dict:

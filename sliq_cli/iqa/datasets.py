@@ -41,6 +41,7 @@ from typing import Callable
 
 import numpy as np
 
+from sliq_cli.csvfile import open_csv
 from sliq_cli.errors import InputError, SliqError, UsageError
 from sliq_cli.paths import data_root
 
@@ -143,23 +144,19 @@ def _number(text, file: Path, line: int | None, column: str) -> float:
 def _read_csv(file: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     """Rows of a CSV as (line number, {stripped header: stripped value}); checks required columns."""
     try:
-        with open(file, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
+        with open_csv(file) as reader:
+            header = reader.header()
             if header is None:
                 raise InputError(file, "empty file")
-            header = [h.strip() for h in header]
             missing = [c for c in required if c not in header]
             if missing:
                 raise InputError(file, f"missing column(s) {', '.join(missing)} (header: {', '.join(header)})", 1)
             rows = []
-            for values in reader:
-                if not any(v.strip() for v in values):
-                    continue
+            for line, values in reader:
                 if len(values) > len(header):
-                    raise InputError(file, f"{len(values)} fields but the header has {len(header)}", reader.line_num)
+                    raise InputError(file, f"{len(values)} fields but the header has {len(header)}", line)
                 values = values + [""] * (len(header) - len(values))  # short rows: absent values are empty
-                rows.append((reader.line_num, {h: v.strip() for h, v in zip(header, values)}))
+                rows.append((line, {h: v.strip() for h, v in zip(header, values)}))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise InputError(file, f"cannot read: {err}") from None
     if not rows:

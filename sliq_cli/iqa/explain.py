@@ -43,6 +43,7 @@ from sliq_cli.tadac.texts import DEGREE_WORDS, PRISTINE_PHRASES, TEXT_TYPES, fil
 
 TEXT_DIR = "text"
 APPEARANCE_FILE = "appearance.json"
+CALIBRATION_FILE = "explain.json"
 CROP = 224  # the pretraining crop size of the image-text view (saliency.CROP)
 MAX_TOP = len(TEXT_TYPES) + 1  # 19 text types + pristine
 PRISTINE = "pristine"
@@ -121,6 +122,24 @@ def load_thresholds(model_dir) -> tuple[dict[str, list[float]], str]:
     return thresholds, str(path)
 
 
+def load_pristine_offset(model_dir) -> float:
+    """MODEL/text/explain.json's "pristine_offset" (0 when absent): added to the pristine description's similarity.
+
+    The pristine phrases are the true text of 1 in 126 synthetic training samples, and each distortion type enters the
+    ranking with the best of its 5 degrees, so an undistorted photo's nearest description is almost never the
+    pristine one. `bench/explain_check.py --calibrate` sets the offset on photos the model never trained on (its own
+    training photos' pristine texts are memorised) to the value that best separates them from their visibly
+    distorted versions (levels 2..5); test on other photos.
+    """
+    path = Path(model_dir) / TEXT_DIR / CALIBRATION_FILE
+    if not path.is_file():
+        return 0.0
+    try:
+        return float(json.loads(path.read_text(encoding="utf-8"))["pristine_offset"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(path, f"not an explain calibration file ({type(e).__name__}: {e})") from None
+
+
 def describe_appearance(rgb: np.ndarray, thresholds: dict[str, list[float]]) -> dict[str, dict]:
     """The four attributes of an (H, W, 3) [0, 1] working image: {attr: {"value", "bin", "phrase"}}."""
     out = {}
@@ -158,6 +177,7 @@ class Explainer:
         self.model_dir = Path(model_dir)
         folder = text_dir(self.model_dir)
         self.thresholds, self.thresholds_source = load_thresholds(self.model_dir)
+        self.pristine_offset = load_pristine_offset(self.model_dir)
         self.encoder, self.device = encoder, device
         weights = folder / "model.safetensors"
         stamp = weights.stat().st_mtime_ns if weights.is_file() else 0
@@ -187,7 +207,8 @@ class Explainer:
         return rgb[y : y + h, x : x + w], [x, y, w, h]
 
     def similarities(self, crops: np.ndarray):
-        """(B, h, w, 3) [0, 1] crops -> (B, len(CANDIDATES)) cosine similarities, a float32 CPU tensor."""
+        """(B, h, w, 3) [0, 1] crops -> (B, len(CANDIDATES)) cosine similarities (the pristine one with the model's
+        calibrated offset), a float32 CPU tensor."""
         import torch
         import torch.nn.functional as F
 
@@ -195,7 +216,9 @@ class Explainer:
         with torch.inference_mode():
             emb = F.normalize(self.encoder(x).float(), dim=1)  # (B, D)
             with torch.autocast(x.device.type, enabled=False):  # cosines in float32 under a caller's bf16 autocast
-                return (emb @ self.text_emb.T).cpu()  # (B, n_candidates)
+                sims = (emb @ self.text_emb.T).cpu()  # (B, n_candidates)
+                sims[:, 0] += self.pristine_offset  # the calibrated pristine candidate (load_pristine_offset)
+                return sims
 
     @staticmethod
     def by_type(sims):

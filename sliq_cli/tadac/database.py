@@ -49,6 +49,7 @@ import numpy as np
 
 from sliq_cli import __version__
 from sliq_cli.atomic import atomic_path, atomic_write_json, atomic_write_text
+from sliq_cli.csvfile import open_csv
 from sliq_cli.errors import InputError, UsageError
 from sliq_cli.images import ImageLoadError, list_images, load_image, pil_to_float
 from sliq_cli.tadac.appearance import ATTRIBUTES, BINS, appearance, bin_value, tertiles
@@ -208,20 +209,15 @@ def read_csv_column(path, column: str) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     first_line: dict[str, int] = {}
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
+        with open_csv(path) as reader:
+            header = reader.header()
             if header is None:
                 raise InputError(path, "empty file, expected a header with columns image," + column, line=1)
-            header = [h.strip() for h in header]
             for name in ("image", column):
                 if name not in header:
                     raise InputError(path, f"missing column {name!r} (header: {','.join(header)})", line=1)
             i_image, i_value = header.index("image"), header.index(column)
-            for row in reader:
-                line = reader.line_num
-                if not any(cell.strip() for cell in row):
-                    continue
+            for line, row in reader:
                 if len(row) != len(header):
                     raise InputError(path, f"expected {len(header)} fields, found {len(row)}", line=line)
                 image, value = row[i_image].strip(), row[i_value].strip() or None

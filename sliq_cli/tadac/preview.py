@@ -15,6 +15,7 @@ import numpy as np
 from sliq_cli.atomic import atomic_path
 from sliq_cli.errors import InputError
 from sliq_cli.images import ImageLoadError
+from sliq_cli.tadac.saliency import centred_window
 from sliq_cli.tadac.texts import KADIS_TO_TEXT_TYPE, N_LEVELS
 
 PAD = 4
@@ -25,10 +26,8 @@ FONT_SIZE = 13
 
 def _crop_window(box: list[int], width: int, height: int, size: int) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of a size x size window centred on the box, shifted inside the image."""
-    cx, cy = box[0] + box[2] // 2, box[1] + box[3] // 2
     w, h = min(size, width), min(size, height)
-    left = min(max(0, cx - w // 2), width - w)
-    top = min(max(0, cy - h // 2), height - h)
+    left, top = centred_window((box[0] + box[2] / 2, box[1] + box[3] / 2), (w, h), width, height)
     return left, top, left + w, top + h
 
 

@@ -11,6 +11,8 @@ The crop is the fixed-size window whose summed saliency is largest, found in one
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from sliq_cli.tadac.appearance import luma
@@ -57,3 +59,11 @@ def max_window(saliency: np.ndarray, size: int = CROP) -> tuple[int, int, int, i
 def saliency_box(rgb: np.ndarray, size: int = CROP) -> list[int]:
     """[x, y, w, h] of the most salient size x size window of an (H, W, 3) [0, 1] image, in its own pixels."""
     return list(max_window(spectral_residual(luma(rgb)), size))
+
+
+def centred_window(centre: tuple[float, float], size: tuple[int, int], width: int, height: int) -> tuple[int, int]:
+    """(left, top) of a size = (w, h) window whose centre is `centre` = (x, y) (floored), shifted inside a
+    width x height image. The one window rule of training's salient crops and the preview's tiles."""
+    left = min(max(0, math.floor(centre[0] - size[0] / 2)), width - size[0])
+    top = min(max(0, math.floor(centre[1] - size[1] / 2)), height - size[1])
+    return left, top

@@ -40,10 +40,10 @@ import torch.nn.functional as F
 from sliq_cli.errors import SliqError
 from sliq_cli.tadac.codecs import to_uint8
 from sliq_cli.tadac.distortions import distort
+from sliq_cli.tadac.saliency import centred_window
 from sliq_cli.tadac.texts import VARIANTS_PER_PRISTINE, decode_variant, sample_texts
 from sliq_cli.train.loss import text_id
 from sliq_cli.train.views import (
-    centred_box,
     crop_flat,
     half_scale_boxes,
     ola_positions,
@@ -381,7 +381,8 @@ class ViewMaker:
             if min(w, h) < crop_size:
                 raise SliqError(f"{r.path}: working image {w}x{h} is smaller than the {crop_size}px crops")
         self.sal_xy = np.array(
-            [centred_box(r.saliency_box[:2], r.saliency_box[2], crop_size, r.work_size[1], r.work_size[0])
+            [centred_window((r.saliency_box[0] + r.saliency_box[2] / 2, r.saliency_box[1] + r.saliency_box[2] / 2),
+                            (crop_size, crop_size), r.work_size[0], r.work_size[1])
              for r in records],
             dtype=np.int64,
         ).reshape(-1, 2)

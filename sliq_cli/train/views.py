@@ -13,8 +13,6 @@ drawn independently per axis, so dx and dy take both signs.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -145,11 +143,3 @@ def random_colour_space(x: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
             sel = to_device_async(sel, x.device)
             out[sel] = to_colour_space(x[sel], space)
     return out
-
-
-def centred_box(box_xy: tuple[int, int], box_size: int, patch: int, h: int, w: int) -> tuple[int, int]:
-    """Top-left of a patch x patch window with the centre of the box (x, y, box_size) clamped into the image."""
-    cx, cy = box_xy[0] + box_size / 2, box_xy[1] + box_size / 2
-    x = min(max(0, math.floor(cx - patch / 2)), w - patch)
-    y = min(max(0, math.floor(cy - patch / 2)), h - patch)
-    return x, y
