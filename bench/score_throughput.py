@@ -85,11 +85,10 @@ def main() -> None:
     args = ap.parse_args()
 
     import numpy as np
-    import torch
 
+    from sliq_cli.api import load
     from sliq_cli.iqa.features import resolve_device
     from sliq_cli.iqa.head import RidgeHead
-    from sliq_cli.api import load
     from sliq_cli.model.checkpoint import load_encoder, save_encoder
     from sliq_cli.model.registry import create_model
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sliq_cli.digest import sha256_file
 from sliq_cli.iqa import cache as cache_mod
 from sliq_cli.iqa.cache import FeatureCache, cached_features
 from sliq_cli.model.checkpoint import load_encoder
@@ -75,7 +76,7 @@ def test_cache_is_keyed_by_fingerprint_and_spec(tmp_path, encoder):
     paths = _images(tmp_path, n=2)
     res = cached_features(encoder, paths)
     spec = cache_mod.feature_spec(encoder)
-    digests = [cache_mod.file_digest(p) for p in paths]
+    digests = [sha256_file(p) for p in paths]
     hit = FeatureCache(encoder.fingerprint, spec).get(digests)
     np.testing.assert_array_equal(hit[digests[1]], res.features[1])
     assert FeatureCache("0" * 64, spec).get(digests) == {}

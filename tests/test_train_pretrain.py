@@ -9,7 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from sliq_cli.cli.pretrain import pretrain as pretrain_command
-from sliq_cli.errors import SliqError, UsageError
+from sliq_cli.errors import UsageError
 from sliq_cli.model.checkpoint import load_encoder
 from sliq_cli.model.text import load_text_tower
 from sliq_cli.tadac.database import build_database

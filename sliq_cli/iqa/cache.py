@@ -32,9 +32,6 @@ FORMAT = "sliq-feature-cache"
 FORMAT_VERSION = 1
 
 
-file_digest = sha256_file  # the cache key of an image: sha256 of the file's bytes
-
-
 def feature_spec(encoder, device: str = "cpu", resize_shorter: int | None = None) -> dict:
     """What besides the weights determines an image's features (CUDA runs the encoder in bf16)."""
     return {
@@ -116,7 +113,7 @@ def cached_features(encoder, paths, device: str = "cpu", batch_size: int = 8, re
     digests: list[str | None] = []
     for p in paths:
         try:
-            digests.append(file_digest(p))
+            digests.append(sha256_file(p))  # an image's cache key: its bytes' sha256
         except OSError as err:
             digests.append(None)
             failed[str(p)] = f"cannot read: {err.strerror or err}"
