@@ -143,7 +143,7 @@ def _write(results: list[dict], fmt: Format, out, metric) -> None:
         out.writelines(jsonl_line(r) + "\n" for r in results)
     elif fmt is Format.csv:
         rows = [{**r, "explanation": _why(r)} if "descriptions" in r else r for r in results]
-        columns = ["path", "score", "out_of_range", *(["explanation"] if explain_columns(results) else []), "error"]
+        columns = ["path", "score", "out_of_range", *(["explanation"] if _explained(results) else []), "error"]
         out.write(csv_text(rows, columns))
     elif fmt is Format.json:
         out.write(json.dumps({**metric.info(), "results": results}, indent=2, ensure_ascii=False) + "\n")
@@ -160,11 +160,12 @@ def _write(results: list[dict], fmt: Format, out, metric) -> None:
                       if any(r.get("out_of_range") for r in results) else None, caption_justify="left")
         table.add_column("image", overflow="fold")
         table.add_column("score", justify="right")
-        if explain_columns(results):
+        explained = _explained(results)
+        if explained:
             table.add_column("nearest descriptions; appearance", overflow="fold")
         for r in results:
             score = f"{r['score']:.2f}{'*' if r.get('out_of_range') else ''}" if r["score"] is not None else None
-            why = [escape(_why(r))] if "descriptions" in r else [""] if explain_columns(results) else []
+            why = [escape(_why(r)) if "descriptions" in r else ""] if explained else []
             table.add_row(r["path"], score or f"[red]{escape(r['error'])}[/]", *why)
         out_console(out).print(table)
 
@@ -172,7 +173,7 @@ def _write(results: list[dict], fmt: Format, out, metric) -> None:
 EXPLAIN_TOP = 3
 
 
-def explain_columns(results: list[dict]) -> bool:
+def _explained(results: list[dict]) -> bool:
     return any("descriptions" in r for r in results)
 
 

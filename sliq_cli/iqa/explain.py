@@ -20,9 +20,8 @@ Per image:
 
 Bin thresholds travel with the model: MODEL/text/appearance.json, {"thresholds": {attribute: [t1, t2]}, ...}, the
 tertiles of the database the text tower was trained on (its appearance texts were binned by exactly these). Where
-a model lacks that file, DEFAULT_THRESHOLDS are used: the tertiles of the database the shipped default model was
-pretrained on (1,672 photos: 672 pristine from BSDS500, Urban100, SUN, Kodak, McMaster and 1,000 ImageNet photos;
-bench/results/h100-default-run/db_build.json).
+a model lacks that file (exports before it existed), DEFAULT_THRESHOLDS are used: the shipped default model's
+(weights/text/appearance.json: the TADAC database of all 3,453 photos of the kit, 50 held out).
 
 Text embeddings of the fixed description set are computed once per (text tower, device) and kept in memory.
 """
@@ -48,14 +47,14 @@ CROP = 224  # the pretraining crop size of the image-text view (saliency.CROP)
 MAX_TOP = len(TEXT_TYPES) + 1  # 19 text types + pristine
 PRISTINE = "pristine"
 PRISTINE_TEXT = "no visible distortion"
-# Tertiles of the shipped default model's TADAC database (bench/results/h100-default-run/db_build.json).
+# Tertiles of the shipped default model's TADAC database (weights/text/appearance.json, rounded).
 DEFAULT_THRESHOLDS: dict[str, list[float]] = {
-    "brightness": [0.4029, 0.4974],
-    "contrast": [0.1901, 0.2427],
-    "sharpness": [13.36, 16.03],
-    "colourfulness": [29.19, 45.42],
+    "brightness": [0.4270, 0.5182],
+    "contrast": [0.1835, 0.2419],
+    "sharpness": [10.48, 14.54],
+    "colourfulness": [27.52, 47.81],
 }
-DEFAULT_THRESHOLDS_SOURCE = "default tertiles (the shipped default model's TADAC database, 1,672 photos)"
+DEFAULT_THRESHOLDS_SOURCE = "default tertiles (the shipped default model's TADAC database, 3,453 photos)"
 # One wording per (attribute, bin), taken from the phrase bank.
 APPEARANCE_WORDING: dict[str, dict[str, str]] = {
     "brightness": {"low": "a dark photo", "medium": "medium brightness", "high": "a bright photo"},

@@ -9,6 +9,7 @@ safetensors in the sliq cache (`$SLIQ_HOME/imagenet/`), which is what every late
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 from sliq_cli.errors import SliqError
@@ -138,8 +139,6 @@ def imagenet_model_dir(name: str) -> Path:
 
 
 def _cached_config(folder: Path) -> dict | None:
-    import json
-
     try:
         return json.loads((folder / "config.json").read_text())["config"]
     except (OSError, KeyError, ValueError):
