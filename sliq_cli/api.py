@@ -19,11 +19,15 @@ from sliq_cli.iqa.score import Scorer as Metric
 __all__ = ["Metric", "explain", "load"]
 
 
-def load(model: str | None = None, head: str | None = None, device: str = "auto", *, batch_size: int = 8,
-         workers: int | None = None, compile: bool = False, max_side: int | None = None) -> Metric:
+def load(model: str | None = None, head: str | None = None, device: str = "auto", *, batch_size: int | None = None,
+         workers: int | None = None, compile: bool = False, max_side: int | None = None,
+         canvas: bool | None = None) -> Metric:
     """A scorer: `model` as `--model` (None: the embedded default), `head` as `--head` (None: the model's default
-    head), `device` "auto" | "cpu" | "cuda[:N]"; the rest as `sliq score`'s options of the same names."""
-    return Metric.load(model, head, device, batch_size=batch_size, workers=workers, compile=compile, max_side=max_side)
+    head), `device` "auto" | "cpu" | "cuda[:N]"; `canvas`: batch images of different sizes on shared canvases (default:
+    on CUDA; False batches equal sizes only, the reference the canvases are measured against); the rest as
+    `sliq score`'s options of the same names."""
+    return Metric.load(model, head, device, batch_size=batch_size, workers=workers, compile=compile, max_side=max_side,
+                       canvas=canvas)
 
 
 def explain(paths, model: str | None = None, head: str | None = None, top: int = 5, device: str = "auto") -> list[dict]:

@@ -41,8 +41,9 @@ def _sliq_threads():
     return [t for t in threading.enumerate() if t.name == "sliq-images"]
 
 
-def test_batched_equals_one_by_one_and_keeps_order(encoder, mixed):
-    together = extract_features(encoder, mixed, batch_size=4)
+@pytest.mark.parametrize("canvas", [False, True])
+def test_batched_equals_one_by_one_and_keeps_order(encoder, mixed, canvas):
+    together = extract_features(encoder, mixed, batch_size=4, canvas=canvas)
     assert list(together.failed) == [str(mixed[4])] and "corrupt" in together.failed[str(mixed[4])]
     assert np.isnan(together.features[4]).all() and together.ok.sum() == 9
     for i, p in enumerate(mixed):
@@ -82,34 +83,40 @@ def test_compile_needs_cuda(encoder):
         FeatureExtractor(encoder, compile=True)
 
 
-def test_compiled_path_pads_batches_and_bounds_the_sizes(encoder, tmp_path, example_photos, monkeypatch):
-    """The --compile path's bookkeeping, run on the CPU with torch.compile replaced by a recorder: short batches are
-    padded to the batch size (no recompilation for a new batch size), only the first COMPILED_SIZES image sizes go
-    to the compiled function, and every image gets the eager features."""
-    from sliq_cli.iqa import features as features_mod
+@pytest.mark.parametrize("compile_seconds", [0.0, 1e9])
+@pytest.mark.parametrize("canvas", [False, True])
+def test_compile_only_where_it_pays(encoder, tmp_path, example_photos, monkeypatch, compile_seconds, canvas):
+    """--compile's decision, run on the CPU with torch.compile replaced by a recorder: a shape goes to the compiled
+    function only once it has run eager, been timed, and the images still to come repay the compilation (free here:
+    every repeated shape compiles; never repaid: none does), and every image gets the eager features either way."""
+    from sliq_cli.iqa import compiling
 
     calls = []
 
-    def fake_compile(fn, mode=None):
-        assert mode == "reduce-overhead"
+    def fake_compile(fn, mode=None, dynamic=None):
+        assert (mode, dynamic) == ("reduce-overhead", False)
 
-        def recorded(x):
+        def recorded(x, geometry=None):
             calls.append(tuple(x.shape))
-            return fn(x)
+            return fn(x, geometry)
         return recorded
 
     monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(compiling, "COMPILE_SECONDS", compile_seconds)
     src = Image.open(example_photos[0]).convert("RGB")
     paths = []
-    for i, w in enumerate([40, 44, 48, 52, 56, 60] * 3):  # 6 sizes, 3 images each
+    for i, w in enumerate([40, 72] * 12):  # 2 sizes, 12 images each: 3 batches of 4 per size
         p = tmp_path / f"im{i}.png"
         src.resize((w, 36)).save(p)
         paths.append(p)
-    ex = FeatureExtractor(encoder, batch_size=4)
+    ex = FeatureExtractor(encoder, batch_size=4, canvas=canvas)
     ex.compile = True  # the CPU refuses --compile; the bookkeeping under test does not depend on the device
     got = {i: f for i, f, _ in ex.iter(paths)}
     assert len(got) == len(paths)
-    assert all(shape[0] == 4 for shape in calls)  # batches of 3 padded to 4
-    assert len({shape[-2:] for shape in calls}) == features_mod.COMPILED_SIZES
-    reference = extract_features(encoder, paths, batch_size=4).features
+    if compile_seconds:
+        assert calls == [] and "no batch shape compiled" in ex.compiler.report()
+    else:
+        assert calls and len(calls) < 6  # some, never a shape's first two calls
+        assert "compiled" in ex.compiler.report()
+    reference = extract_features(encoder, paths, batch_size=1).features
     np.testing.assert_allclose(np.stack([got[i] for i in range(len(paths))]), reference, rtol=1e-4, atol=1e-5)

@@ -24,7 +24,9 @@ HeadOpt = Annotated[
     typer.Option("--head", help="Ridge head: a name (e.g. clive, koniq) or a .safetensors file. Default: the model's."),
 ]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the encoder runs.", case_sensitive=False)]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch (equal sizes batch together).")]
+BatchSizeOpt = Annotated[
+    Optional[int], typer.Option("--batch-size", "-b", min=1, help="Images per batch. Default: 64 on CUDA, 8 on a CPU.")
+]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Threads reading and decoding images.")]
 RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")]
 JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON to this file.")]

@@ -31,7 +31,7 @@ def score(
     model: ModelOpt = None,
     head: HeadOpt = None,
     recursive: RecursiveOpt = False,
-    batch_size: BatchSizeOpt = 8,
+    batch_size: BatchSizeOpt = None,
     device: DeviceOpt = Device.auto,
     fmt: Annotated[
         Optional[Format],
@@ -42,8 +42,9 @@ def score(
     workers: WorkersOpt = None,
     compile_: Annotated[
         bool,
-        typer.Option("--compile", help="torch.compile the encoder (CUDA): ~30 s once, then ~1.5x the images/s; "
-                                       "for large folders of a few image sizes (the first 4 sizes compile)."),
+        typer.Option("--compile", help="torch.compile the encoder (CUDA) for the batch shapes whose images to come "
+                                       "repay the ~40 s a shape costs (hundreds of thousands of images); the rest, "
+                                       "and small folders, run eager: never slower than without."),
     ] = False,
     max_side: Annotated[
         Optional[int],

@@ -95,7 +95,7 @@ class FeatureCache:
                                             "spec": self.spec, "dim": int(features.shape[1]), "entries": entries})
 
 
-def cached_features(encoder, paths, device: str = "cpu", batch_size: int = 8, resize_shorter: int | None = None,
+def cached_features(encoder, paths, device: str = "cpu", batch_size: int | None = None, resize_shorter: int | None = None,
                     progress: Callable[[int], None] | None = None, use_cache: bool = True):
     """`extract_features` with the disk cache in front: only images not seen before go through the encoder.
 

@@ -1,11 +1,13 @@
-"""Quality features of image files at full resolution, batched by size, streamed.
+"""Quality features of image files at full resolution, batched, streamed.
 
-Images are not resized to a fixed size (resizing changes perceived quality); images of equal size share a batch,
-odd sizes run alone. A producer thread reads files (a thread pool), decodes them (on CUDA: JPEGs on the GPU with
-nvJPEG, on a side stream) and assembles batches, while the calling thread runs the model (on CUDA: bf16 autocast,
-channels_last) with one batch in flight. So on a GPU, reading, decoding and the model overlap, and nothing the
-producer waits for (file system, decoder) stalls the model. A file that fails to load yields an error for that file
-only.
+Images are not resized to a fixed size (resizing changes perceived quality). On a CPU, images of equal size share a
+batch. On a GPU, where every new input shape costs cuDNN plan building, images of different sizes share a batch on a
+zero canvas from a short ladder of sizes, each pooled over its own region with the features it gets alone
+(model/canvas.py), so a folder of hundreds of sizes runs at nearly the uniform-size speed. A producer thread reads
+files (a thread pool), decodes them (on CUDA: JPEGs on the GPU with nvJPEG, on a side stream) and assembles batches,
+while the calling thread runs the model (on CUDA: bf16 autocast, in the trunk's memory layout) with one batch in
+flight. So on a GPU, reading, decoding and the model overlap, and nothing the producer waits for (file system,
+decoder) stalls the model. A file that fails to load yields an error for that file only.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from sliq_cli.images import ImageLoadError, is_jpeg, load_image, pil_to_tensor
+from sliq_cli.iqa.compiling import CompileWhenItPays
 
 
 @dataclass
@@ -71,32 +74,49 @@ def jpeg_size_error(data, path) -> ImageLoadError | None:
 
 
 _DONE = object()  # end of the producer's stream
-# With --compile, the first few image sizes are compiled and captured as CUDA graphs; any further size runs eager.
-# Each new size costs a graph capture (and the second one a dynamic-shape recompilation): a folder of dozens of sizes
-# compiled throughout spent minutes capturing (bench/RESULTS.md), which no throughput gain repays.
-COMPILED_SIZES = 4
+# A canvas already in use takes an image whose own ladder canvas is smaller by at most this many pixels: a new shape
+# costs ~50-200 ms of cuDNN plans on an H200, the compute of ~100 such paddings (bench/RESULTS.md); a 8 MP photo
+# still gets its own canvas rather than a 12 MP one.
+CANVAS_REUSE_PIXELS = 512 * 512
+BATCH_PIXELS_PER_IMAGE = 512 * 512  # a batch holds at most batch_size images or batch_size x this many pixels
 
 
 class FeatureExtractor:
     """Streams (index, feature | None, error | None) for a list of image paths, in completion order."""
 
-    def __init__(self, encoder, device: str = "cpu", batch_size: int = 8, workers: int | None = None,
-                 resize_shorter: int | None = None, compile: bool = False, max_side: int | None = None):
+    def __init__(self, encoder, device: str = "cpu", batch_size: int | None = None, workers: int | None = None,
+                 resize_shorter: int | None = None, compile: bool = False, max_side: int | None = None,
+                 canvas: bool | None = None):
+        """batch_size: default 64 on CUDA, 8 on a CPU. canvas: batch images of different sizes on shared canvases
+        (default: on CUDA; on a CPU the padding would cost compute and new shapes cost little)."""
         self.encoder = encoder.fuse_for_inference()
         self.resize_shorter = resize_shorter  # a dataset protocol's fixed rescale (SPAQ: shorter side 512)
         self.device = device
-        self.batch_size = max(1, batch_size)
+        cuda = device.startswith("cuda")
+        self.batch_size = max(1, batch_size or (64 if cuda else 8))
+        # Large images batch fewer at a time: GPU memory follows pixels, not images (12 MP phone photos x 64 would
+        # need tens of GB of activations).
+        self.batch_pixels = self.batch_size * BATCH_PIXELS_PER_IMAGE
+        self.canvas = cuda if canvas is None else canvas
+        self.downsampling = encoder.trunk.downsampling
         self.workers = workers or min(8, os.cpu_count() or 1)
         self.max_pixels = encoder.config.preprocess.max_pixels
         self.max_side = max_side  # a user's cap on the longer side (e.g. on a CPU, where full resolution is slow)
-        self.cuda = device.startswith("cuda")
+        self.cuda = cuda
         if compile and not self.cuda:
             from sliq_cli.errors import UsageError
 
             raise UsageError("--compile needs a CUDA device (torch.compile's CPU backend needs a C++ toolchain)")
         self.compile = compile
+        self.compiler: CompileWhenItPays | None = None  # set by iter() under --compile
+        if self.cuda:
+            self._warm_up()
 
     # -- loading (producer side) -----------------------------------------------------------------------------
+    def _rows(self, size) -> int:
+        """Images per batch at this (H, W): batch_size, fewer for large images (at most batch_pixels in all)."""
+        return max(1, min(self.batch_size, self.batch_pixels // (size[-2] * size[-1])))
+
     def _load_cpu(self, path):
         """(3, H, W) uint8 CPU tensor, or ImageLoadError."""
         try:
@@ -154,9 +174,11 @@ class FeatureExtractor:
         return x.round().clamp(0, 255).byte() if t.dtype == torch.uint8 else x.clamp(0, 1)
 
     def _produce(self, paths: list, out: queue.Queue, stop: threading.Event) -> None:
-        """Producer thread: puts ("error", i, reason) and ("batch", indices, (B, 3, H, W) uint8 on the device, ready
-        event | None) on `out`, then _DONE; an exception is handed over as ("raise", exc)."""
+        """Producer thread: puts ("error", i, reason) and ("batch", indices, (B, 3, H, W) uint8 on the device,
+        CanvasLayout | None, ready event | None) on `out`, then _DONE; an exception is handed over as ("raise", exc)."""
         import torch
+
+        from sliq_cli.model.canvas import CanvasLayout, fitted_side
 
         def put(item) -> None:
             while not stop.is_set():
@@ -166,31 +188,48 @@ class FeatureExtractor:
                     continue
 
         stream = torch.cuda.Stream(self.device) if self.cuda else None
-        window = self.batch_size * 4  # decoded images held at most, before the fullest bucket is flushed
-        buckets: OrderedDict[tuple, list] = OrderedDict()
+        window = 8 * self.batch_pixels  # decoded pixels held at most, before the fullest bucket is flushed
+        buckets: OrderedDict[tuple, list] = OrderedDict()  # (H, W) of a size or a canvas -> [(index, image)]
+        canvases: set[tuple[int, int]] = set()
         pending = 0
         jpegs: list = []  # (index, item) awaiting GPU decode
 
         def flush(key) -> None:
             nonlocal pending
             idx, tensors = zip(*buckets.pop(key))
-            pending -= len(idx)
-            batch = torch.stack([t.to(self.device, non_blocking=True) for t in tensors])  # (B, 3, H, W) uint8
+            pending -= sum(t.shape[-2] * t.shape[-1] for t in tensors)
+            layout = None
+            rows = self._rows(key)
+            if self.canvas and (len(idx) < rows or any(tuple(t.shape[-2:]) != key for t in tensors)):
+                # Short batches are padded to full ones: a new batch shape costs more than the filler's compute.
+                layout = CanvasLayout.fitting([t.shape[-2:] for t in tensors], self.downsampling, rows=rows,
+                                              canvas=key)
+                batch = layout.paste(tensors, self.device)  # (rows, 3, H, W) uint8
+            else:  # full, one size (a ladder side fits at offset 0): no canvas, no masks
+                batch = torch.stack([t.to(self.device, non_blocking=True) for t in tensors])  # (B, 3, H, W) uint8
             ready = None
             if stream is not None:
                 ready = torch.cuda.Event()
                 ready.record(stream)
-            put(("batch", idx, batch, ready))
+            put(("batch", idx, batch, layout, ready))
+
+        def canvas_for(h: int, w: int) -> tuple[int, int]:
+            own = (fitted_side(h, self.downsampling), fitted_side(w, self.downsampling))
+            larger = [c for c in canvases if c[0] >= own[0] and c[1] >= own[1]
+                      and c[0] * c[1] - own[0] * own[1] <= CANVAS_REUSE_PIXELS]
+            key = min(larger, key=lambda c: c[0] * c[1]) if larger else own
+            canvases.add(key)
+            return key
 
         def add(i, t) -> None:
             nonlocal pending
-            key = tuple(t.shape)
+            key = canvas_for(*t.shape[-2:]) if self.canvas else tuple(t.shape)
             buckets.setdefault(key, []).append((i, t))
-            pending += 1
-            if len(buckets[key]) >= self.batch_size:
+            pending += t.shape[-2] * t.shape[-1]
+            if len(buckets[key]) >= self._rows(key):
                 flush(key)
             elif pending >= window:
-                flush(max(buckets, key=lambda k: len(buckets[k])))
+                flush(max(buckets, key=lambda k: len(buckets[k]) * k[-2] * k[-1]))
 
         def decode_jpegs() -> None:
             decoded = self._decode_gpu([item for _, item in jpegs])
@@ -230,30 +269,35 @@ class FeatureExtractor:
             put(("raise", e))
 
     # -- the model (consumer side) ---------------------------------------------------------------------------
-    def _forward(self, eager, compiled, batch):
-        """Launch the model on a (B, 3, H, W) uint8 batch on the device: `compiled` (if any) for the first
-        COMPILED_SIZES image sizes, `eager` otherwise. Returns the (B, D) features still on the device (no host
-        sync here)."""
+    def _forward(self, scale_features, batch, layout, n: int):
+        """Launch the model on a (B, 3, H, W) uint8 batch on the device (a canvas batch if `layout`, whose rows
+        beyond the first n are filler): the (n, D) features, still on the device (no host sync here)."""
+        x = batch.float().div_(255.0)  # (B, 3, H, W)
+        return self._run(lambda t: self.encoder.quality_features(t, layout, scale_features), x)[:n]
+
+    def _warm_up(self) -> None:
+        """What a fresh process pays once, paid while loading rather than on the first batch: torchvision's import,
+        nvJPEG's start and cuDNN's (~2 s on an H200, bench/score_mixed.py --cold)."""
+        import torch
+        from PIL import Image
+
+        self.encoder.to(self.device).eval().to(memory_format=self._memory_format())
+        jpeg = io.BytesIO()
+        Image.new("RGB", (16, 16)).save(jpeg, format="JPEG")
+        self._decode_gpu([("jpeg", "warm-up", bytearray(jpeg.getvalue()))])
+        with torch.inference_mode():
+            self._run(self.encoder.quality_features, torch.zeros(1, 3, 64, 64, device=self.device))
+
+    def _memory_format(self):
         import torch
 
-        n = len(batch)
-        x = batch.float().div_(255.0)  # (B, 3, H, W)
-        size = tuple(x.shape[-2:])
-        if compiled is not None and (size in self._compiled_sizes or len(self._compiled_sizes) < COMPILED_SIZES):
-            self._compiled_sizes.add(size)
-            if n < self.batch_size:
-                # A short batch (the last of a size) is padded with copies of its last image, so a new batch size
-                # never costs another compilation; the copies' features are dropped.
-                x = torch.cat([x, x[-1:].expand(self.batch_size - n, -1, -1, -1)])
-            # A CUDA graph's output is overwritten by its next replay: copy out what stays in flight.
-            return self._run(compiled, x)[:n].clone()
-        return self._run(eager, x)
+        return torch.channels_last if self.encoder.trunk.channels_last else torch.contiguous_format
 
     def _run(self, features, x):
         import torch
 
         if self.cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=self._memory_format())
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 return features(x)  # (B, D)
         return features(x)
@@ -271,26 +315,25 @@ class FeatureExtractor:
 
         self.encoder.to(self.device).eval()
         if self.cuda:
-            self.encoder.to(memory_format=torch.channels_last)
-        # Compiled: ~30 s on the first batch and once more when a second image size makes the shapes dynamic; then
-        # Inductor's fused kernels run the two-scale forward ~1.6x faster than eager on an H100, and CUDA graphs
-        # ("reduce-overhead") replay each batch with one launch, so the host threads reading and decoding files
-        # never hold up the model's kernel launches (bench/RESULTS.md).
-        eager = self.encoder.quality_features
-        compiled = torch.compile(eager, mode="reduce-overhead") if self.compile else None
-        self._compiled_sizes: set[tuple[int, int]] = set()
+            self.encoder.to(memory_format=self._memory_format())
+        paths = list(paths)
+        self.compiler = CompileWhenItPays(self.encoder.scale_features, len(paths)) if self.compile else None
+        scale_features = self.compiler or self.encoder.scale_features
         out: queue.Queue = queue.Queue(maxsize=2)
         stop = threading.Event()
-        producer = threading.Thread(target=self._produce, args=(list(paths), out, stop), daemon=True,
+        producer = threading.Thread(target=self._produce, args=(paths, out, stop), daemon=True,
                                     name="sliq-images")
         producer.start()
-        # On a GPU, the last batch launched is read back only after the next launch, so the device always has work
-        # queued.
+        # On a GPU, the last batch launched is read back after the next launch, so the device always has work queued
+        # (at once if no next batch is waiting: the first score comes early).
         in_flight = None
 
         def read_back(batch):
             idx, feats = batch
-            yield from zip(idx, feats.float().cpu().numpy(), [None] * len(idx))
+            feats = feats.float().cpu().numpy()
+            if self.compiler is not None:
+                self.compiler.done(len(idx))
+            yield from zip(idx, feats, [None] * len(idx))
 
         try:
             with torch.inference_mode():
@@ -300,15 +343,18 @@ class FeatureExtractor:
                     if item[0] == "error":
                         yield item[1], None, item[2]
                         continue
-                    _, idx, batch, ready = item
+                    _, idx, batch, layout, ready = item
                     if ready is not None:
                         current = torch.cuda.current_stream(self.device)
                         current.wait_event(ready)
                         batch.record_stream(current)  # made on the producer's stream, used on this one
-                    previous, in_flight = in_flight, (idx, self._forward(eager, compiled, batch))
+                    previous, in_flight = in_flight, (idx, self._forward(scale_features, batch, layout, len(idx)))
                     if not self.cuda:  # computed already: nothing to overlap with
                         previous, in_flight = in_flight, None
                     if previous is not None:
+                        yield from read_back(previous)
+                    if in_flight is not None and out.empty():  # nothing to overlap with yet: results now
+                        previous, in_flight = in_flight, None
                         yield from read_back(previous)
                 if in_flight is not None:
                     yield from read_back(in_flight)
@@ -330,14 +376,17 @@ def _prefetch(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, depth: in
         yield pending.popleft().result()
 
 
-def extract_features(encoder, paths, device: str = "cpu", batch_size: int = 8, progress: Callable | None = None,
-                     workers: int | None = None, resize_shorter: int | None = None) -> FeatureResult:
-    """Quality features of every path; failed files are listed with their reason and get NaN rows."""
+def extract_features(encoder, paths, device: str = "cpu", batch_size: int | None = None,
+                     progress: Callable | None = None, workers: int | None = None, resize_shorter: int | None = None,
+                     canvas: bool | None = None) -> FeatureResult:
+    """Quality features of every path; failed files are listed with their reason and get NaN rows. The options are
+    FeatureExtractor's."""
     paths = [Path(p) for p in paths]
     dim = encoder.config.feature_dim
     feats = np.full((len(paths), dim), np.nan, dtype=np.float32)
     failed: dict[str, str] = {}
-    for i, f, err in FeatureExtractor(encoder, device, batch_size, workers, resize_shorter).iter(paths):
+    for i, f, err in FeatureExtractor(encoder, device, batch_size, workers, resize_shorter,
+                                                    canvas=canvas).iter(paths):
         if err is None:
             feats[i] = f
         else:

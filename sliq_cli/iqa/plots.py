@@ -113,7 +113,7 @@ class PlotReport:
 
 
 def plot_scatter(dataset: Dataset | DatasetRef, out, *, model: str | None = None, head: str | None = None,
-                 device: str = "auto", batch_size: int = 8, seed: int = 0, progress: ProgressFactory | None = None) -> PlotReport:
+                 device: str = "auto", batch_size: int | None = None, seed: int = 0, progress: ProgressFactory | None = None) -> PlotReport:
     """`sliq plot scatter`: with `head`, that head's predictions on every image; else the held-out predictions of
     the protocol's first split (ridge fitted on its train part, alpha from its val part)."""
     from sliq_cli.iqa.head import resolve_head
@@ -139,7 +139,7 @@ def plot_scatter(dataset: Dataset | DatasetRef, out, *, model: str | None = None
 
 
 def plot_tsne(dataset: Dataset | DatasetRef, out, *, model: str | None = None, color_by: str | None = None,
-              max_points: int = 750, seed: int = 0, perplexity: float = 30.0, device: str = "auto", batch_size: int = 8,
+              max_points: int = 750, seed: int = 0, perplexity: float = 30.0, device: str = "auto", batch_size: int | None = None,
               progress: ProgressFactory | None = None) -> PlotReport:
     """`sliq plot tsne`: t-SNE of the quality features of up to `max_points` images (seeded sample), coloured by
     "mos" (binned scores) or an item attribute (the distortion type of a synthetic dataset, any extra column of a

@@ -265,7 +265,7 @@ def open_encoder(model: str | None, device: str = "auto"):
     return load_encoder(resolve_model(model), resolve_device(device))
 
 
-def dataset_features(dataset: Dataset, encoder, *, batch_size: int = 8, progress: ProgressFactory | None = None,
+def dataset_features(dataset: Dataset, encoder, *, batch_size: int | None = None, progress: ProgressFactory | None = None,
                      use_cache: bool = True) -> DatasetFeatures:
     """Quality features of a dataset's images (cached); unreadable images are dropped and listed, not fatal."""
     device = str(next(encoder.parameters()).device)
@@ -301,7 +301,7 @@ class FitHeadReport:
 
 
 def fit_head(dataset: Dataset | DatasetRef, *, model: str | None = None, name: str | None = None, device: str = "auto",
-             batch_size: int = 8, n_splits: int = 10, seed: int = 0, progress: ProgressFactory | None = None,
+             batch_size: int | None = None, n_splits: int = 10, seed: int = 0, progress: ProgressFactory | None = None,
              use_cache: bool = True) -> FitHeadReport:
     """`sliq fit-head`: the paper's protocol on a dataset, then a deployable head on all of it, saved where
     `sliq score --head NAME` finds it (the user's heads folder for this encoder)."""
@@ -346,7 +346,7 @@ class CrossReport:
 
 
 def crossval(train: Dataset | DatasetRef, test: Dataset | DatasetRef, *, model: str | None = None, device: str = "auto",
-             batch_size: int = 8, seed: int = 0, progress: ProgressFactory | None = None, use_cache: bool = True) -> CrossReport:
+             batch_size: int | None = None, seed: int = 0, progress: ProgressFactory | None = None, use_cache: bool = True) -> CrossReport:
     """`sliq crossval`: a head fitted on all of `train`, tested on all of `test` (paper IV-D, Table III)."""
     a, b = as_dataset(train), as_dataset(test)
     encoder = open_encoder(model, device)
@@ -373,7 +373,7 @@ class EvaluateReport:
                                "seconds": self.seconds[m]} for m, r in self.results.items()}}
 
 
-def evaluate(dataset: Dataset | DatasetRef, models: list[str | None], *, device: str = "auto", batch_size: int = 8,
+def evaluate(dataset: Dataset | DatasetRef, models: list[str | None], *, device: str = "auto", batch_size: int | None = None,
              n_splits: int = 10, seed: int = 0, progress: ProgressFactory | None = None, use_cache: bool = True) -> EvaluateReport:
     """`sliq evaluate`: the paper's protocol on one dataset for one or more encoders, on the same splits."""
     ds = as_dataset(dataset)

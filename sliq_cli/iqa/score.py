@@ -11,14 +11,15 @@ from typing import Iterable, Iterator
 class Scorer:
     """A frozen encoder and a ridge head. Build it with `Scorer.load` (or `sliq_cli.api.load`)."""
 
-    def __init__(self, encoder, head, model_dir: Path, device: str, *, batch_size: int = 8, workers: int | None = None,
-                 compile: bool = False, max_side: int | None = None):
+    def __init__(self, encoder, head, model_dir: Path, device: str, *, batch_size: int | None = None, workers: int | None = None,
+                 compile: bool = False, max_side: int | None = None, canvas: bool | None = None):
         from sliq_cli.iqa.features import FeatureExtractor
 
         self.encoder, self.head, self.model_dir, self.device = encoder, head, Path(model_dir), device
         # a head fitted under a rescaling protocol (SPAQ) must see images rescaled the same way
         resize_shorter = head.meta.get("feature_spec", {}).get("resize_shorter")
-        self.extractor = FeatureExtractor(encoder, device, batch_size, workers, resize_shorter, compile, max_side)
+        self.extractor = FeatureExtractor(encoder, device, batch_size, workers, resize_shorter, compile, max_side,
+                                          canvas)
 
     @classmethod
     def load(cls, model: str | None = None, head: str | None = None, device: str = "auto", **options) -> Scorer:

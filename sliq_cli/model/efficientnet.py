@@ -75,8 +75,11 @@ class MBConv(nn.Module):
         self._bn2 = nn.BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.expand, self.residual = expand != 1, stride == 1 and cin == cout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, region=None) -> torch.Tensor:
+        """region: a canvas batch's ValidRegion (model/canvas.py), zeroing the canvas before the spatial window."""
         y = F.relu6(self._bn0(self._expand_conv(x)), inplace=True) if self.expand else x
+        if region is not None:
+            y = region.zero_outside(y)
         y = F.relu6(self._bn1(self._depthwise_conv(y)), inplace=True)
         y = self._bn2(self._project_conv(y))
         return x + y if self.residual else y
@@ -89,12 +92,18 @@ class EfficientNetLite(nn.Module):
     BN, ReLU6). `num_classes` > 0 adds the ImageNet classifier `_fc` (for the weight check; encoders drop it).
     """
 
+    # On CUDA, scoring runs it in NCHW: cuDNN's bf16 channels_last depthwise kernels are compiled at run time for each
+    # new input shape (150-230 ms a layer, ~2 s a forward on an H200; NCHW: ~75 ms), which made a folder of mixed
+    # sizes crawl (bench/new_shape_cost.py, bench/RESULTS.md).
+    channels_last = False
+
     def __init__(self, variant: str, num_classes: int = 0):
         super().__init__()
         v = VARIANTS[variant]
         self._conv_stem = SameConv2d(3, STEM, 3, 2)
         self._bn0 = nn.BatchNorm2d(STEM, eps=BN_EPS, momentum=BN_MOMENTUM)
         blocks, self.stage_ends, dims, cin = [], [], [], STEM
+        downsampling = [(3, "same")]  # the stride-2 layers (model/canvas.py): the stem, then each stage's first block
         last = len(_B0_STAGES) - 1
         for i, (repeats, kernel, stride, expand, cout) in enumerate(_B0_STAGES):
             cout = _round_filters(cout, v.width)
@@ -103,6 +112,8 @@ class EfficientNetLite(nn.Module):
             for j in range(n):
                 blocks.append(MBConv(cin, cout, kernel, stride if j == 0 else 1, expand))
                 cin = cout
+            if stride == 2:
+                downsampling.append((kernel, "same"))
             self.stage_ends.append(len(blocks) - 1)
             dims.append(cout)
         self._blocks = nn.ModuleList(blocks)
@@ -113,14 +124,16 @@ class EfficientNetLite(nn.Module):
         self.stage_names = tuple(f"stage{i + 1}" for i in range(len(_B0_STAGES))) + ("head",)
         self.stage_dims = dict(zip(self.stage_names, dims + [HEAD]))
         self.out_dim = HEAD
+        self.downsampling = tuple(downsampling)
 
-    def forward_stages(self, x: torch.Tensor, wanted) -> dict[str, torch.Tensor]:
-        """Feature maps of the `wanted` stages. (B, 3, H, W) normalised -> {name: (B, C, h, w)}; stops early."""
+    def forward_stages(self, x: torch.Tensor, wanted, region=None) -> dict[str, torch.Tensor]:
+        """Feature maps of the `wanted` stages. (B, 3, H, W) normalised -> {name: (B, C, h, w)}; stops early.
+        region: for a canvas batch (model/canvas.py), its ValidRegion."""
         out, need = {}, set(wanted)
-        x = F.relu6(self._bn0(self._conv_stem(x)))
+        x = F.relu6(self._bn0(self._conv_stem(x if region is None else region.zero_outside(x))))
         ends = dict(zip(self.stage_ends, self.stage_names))
         for i, block in enumerate(self._blocks):
-            x = block(x)
+            x = block(x, region)
             if ends.get(i) in need:
                 out[ends[i]] = x
                 if len(out) == len(need):

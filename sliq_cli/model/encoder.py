@@ -14,6 +14,10 @@ class ResNetTrunk(nn.Sequential):
     `4.0.conv1.weight`, ...) stay those of every sliq ResNet checkpoint; `forward_stages` exposes the layers."""
 
     stage_names = ("layer1", "layer2", "layer3", "layer4")
+    # The stride-2 layers (model/canvas.py): conv1 7x7, the max pool, the first blocks of layer2..4 (3x3 or 1x1).
+    downsampling = ((7, 3), (3, 1), (3, 1), (3, 1), (3, 1))
+    _WINDOWED = (0, 3)  # conv1 and the max pool: the stem's spatial windows
+    channels_last = True  # on CUDA: tensor-core convolutions want it (bf16)
 
     def __init__(self, name: str):
         import torchvision
@@ -21,17 +25,39 @@ class ResNetTrunk(nn.Sequential):
         net = getattr(torchvision.models, name)(weights=None)  # from scratch, as the paper trains it
         super().__init__(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
 
-    def forward_stages(self, x: torch.Tensor, wanted) -> dict[str, torch.Tensor]:
-        """Feature maps of the `wanted` layers. (B, 3, H, W) normalised -> {name: (B, C, h, w)}; stops early."""
+    def forward_stages(self, x: torch.Tensor, wanted, region=None) -> dict[str, torch.Tensor]:
+        """Feature maps of the `wanted` layers. (B, 3, H, W) normalised -> {name: (B, C, h, w)}; stops early.
+        region: for a canvas batch (model/canvas.py), its ValidRegion."""
         out, need = {}, set(wanted)
         for i, module in enumerate(self):
-            x = module(x)
+            if region is None:
+                x = module(x)
+            elif i >= 4:
+                for block in module:
+                    x = _masked_block(block, x, region)
+            else:  # post-ReLU zeros before the max pool equal its -inf padding: windows hold a value >= 0
+                x = module(region.zero_outside(x) if i in self._WINDOWED else x)
             name = self.stage_names[i - 4] if i >= 4 else None
             if name in need:
                 out[name] = x
                 if len(out) == len(need):
                     break
         return out
+
+
+def _masked_block(block: nn.Module, x: torch.Tensor, region) -> torch.Tensor:
+    """torchvision's Bottleneck / BasicBlock forward with the canvas zeroed before each spatial convolution."""
+    from torchvision.models.resnet import Bottleneck
+
+    identity = x if block.downsample is None else block.downsample(x)  # 1x1: pointwise, needs no mask
+    if isinstance(block, Bottleneck):
+        out = block.relu(block.bn1(block.conv1(x)))
+        out = block.relu(block.bn2(block.conv2(region.zero_outside(out))))
+        out = block.bn3(block.conv3(out))
+    else:
+        out = block.relu(block.bn1(block.conv1(region.zero_outside(x))))
+        out = block.bn2(block.conv2(region.zero_outside(out)))
+    return block.relu(out + identity)
 
 
 def _trunk(name: str) -> nn.Module:
@@ -83,20 +109,46 @@ class ImageEncoder(nn.Module):
         return self
 
     @torch.no_grad()
-    def quality_features(self, x: torch.Tensor) -> torch.Tensor:
+    def quality_features(self, x: torch.Tensor, layout=None, scale_features=None) -> torch.Tensor:
         """Features for the ridge head, as the config's FeatureSpec says: per scale, per stage, per pooling one
         block (L2-normalised with normalize="block"), concatenated. (B, 3, H, W) in [0, 1] -> (B, feature_dim), float32.
+
+        layout: for a canvas batch of images of several sizes, their CanvasLayout (model/canvas.py); each image gets
+        the features it gets alone. scale_features: what runs each scale (default self.scale_features; a scorer
+        passes its compiled copy).
         """
-        spec = self.config.features
+        run = scale_features or self.scale_features
         feats = []
-        for s in spec.scales:
-            xs = x if s == 1.0 else resize_scale(x, s)
-            maps = self.trunk.forward_stages(self.normalize(xs), spec.stages)
-            for stage in spec.stages:
-                m = maps[stage].float()  # (B, C, h, w)
-                for pooling in spec.pooling:
+        for s in self.config.features.scales:
+            if s == 1.0:
+                xs, lay = x, layout
+            elif layout is None:
+                xs, lay = resize_scale(x, s), None
+            else:
+                xs, lay = layout.rescale(x, s)
+            feats.append(run(xs, None if lay is None else lay.geometry(x.device)))
+        return torch.cat(feats, dim=1)
+
+    @torch.no_grad()
+    def scale_features(self, x: torch.Tensor, geometry: torch.Tensor | None = None) -> torch.Tensor:
+        """quality_features of one scale. geometry: a canvas batch's CanvasLayout.geometry(), pooling each image over
+        its own region. (B, 3, H, W) in [0, 1] -> (B, feature_dim / scales), float32."""
+        from sliq_cli.model.canvas import ValidRegion
+
+        spec = self.config.features
+        region = None if geometry is None else ValidRegion(geometry, x.shape[-2:])
+        maps = self.trunk.forward_stages(self.normalize(x), spec.stages, region)
+        feats = []
+        for stage in spec.stages:
+            m = maps[stage].float()  # (B, C, h, w)
+            if region is not None:
+                mean, std = region.mean_std(m)  # (B, C) each
+            for pooling in spec.pooling:
+                if region is not None:
+                    v = mean if pooling == "mean" else std
+                else:
                     v = m.mean((2, 3)) if pooling == "mean" else m.std((2, 3), correction=0)  # (B, C)
-                    feats.append(F.normalize(v, dim=1) if spec.normalize == "block" else v)
+                feats.append(F.normalize(v, dim=1) if spec.normalize == "block" else v)
         return torch.cat(feats, dim=1)
 
 

@@ -1,0 +1,162 @@
+"""Images of different sizes in one batch, with the features each would get alone.
+
+On a GPU every new input shape costs cuDNN plan building (and, compiled, a CUDA-graph capture), so a folder of
+hundreds of sizes batched size by size ran at ~1 % of the uniform-size speed. Here each image is pasted on a shared
+zero canvas whose sides come from a short ladder, so a folder brings a handful of shapes. What keeps the features
+those of the image alone:
+- the canvas outside each image is zeroed before every spatial convolution and pooling window (the trunks'
+  `forward_stages(..., region)`), as a convolution's own zero padding is at the image's border;
+- each image sits at an offset that makes every stride-2 layer sample the grid it samples on the image alone
+  (TensorFlow "same" padding depends on the parity of the input; symmetric padding needs even offsets);
+- means and standard deviations pool over each image's own region.
+So features equal the size-by-size ones up to floating-point rounding (tests/test_iqa_canvas.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+# A trunk's stride-2 layers, input to output: (kernel, padding), padding an int (symmetric) or "same" (TensorFlow's:
+# computed from the input size, the extra row at the bottom). Every one maps n input rows to ceil(n / 2).
+Downsampling = tuple[tuple[int, "int | str"], ...]
+
+
+def top_pad(kernel: int, padding: int | str, size: int) -> int:
+    """Rows of zero padding above the input of a stride-2 layer of this size."""
+    if padding != "same":
+        return padding
+    return max((math.ceil(size / 2) - 1) * 2 + kernel - size, 0) // 2
+
+
+@lru_cache(maxsize=4096)
+def offset_levels(size: int, canvas: int, downsampling: Downsampling) -> tuple[tuple[int, int], ...] | None:
+    """(offset, size) of an image side of `size` on a canvas side of `canvas`, at the input and after each stride-2
+    layer, for the smallest offset that keeps every layer's sampling grid; None if the image does not fit."""
+    for offset in range(2 ** len(downsampling)):  # the grid constraint fixes the offset modulo 2^levels
+        levels, o, n, c = [(offset, size)], offset, size, canvas
+        for kernel, padding in downsampling:
+            # On the canvas, output j's window starts at 2j - pad(canvas); alone, output i's at 2i - pad(image), at
+            # canvas row 2i - pad(image) + o. They coincide at j = i + (o + pad(canvas) - pad(image)) / 2.
+            shift = o + top_pad(kernel, padding, c) - top_pad(kernel, padding, n)
+            if shift < 0 or shift % 2:
+                break
+            o, n, c = shift // 2, math.ceil(n / 2), math.ceil(c / 2)
+            levels.append((o, n))
+        else:
+            if offset + size <= canvas:
+                return tuple(levels)
+    return None
+
+
+def canvas_side(need: int) -> int:
+    """The ladder of canvas sides: multiples of 32 (so one offset serves every canvas of a side), with steps of about
+    an eighth of the side above 256: few shapes, at most ~1/4 wasted."""
+    step = max(32, 2 ** (math.ceil(math.log2(max(need, 1))) - 3))
+    return -(-need // step) * step
+
+
+def fitted_side(size: int, downsampling: Downsampling) -> int:
+    """The smallest ladder side that holds an image side of `size` at its aligned offset."""
+    c = canvas_side(size)
+    while offset_levels(size, c, downsampling) is None:
+        c = canvas_side(c + 1)
+    return c
+
+
+@dataclass(frozen=True)
+class CanvasLayout:
+    """Where each image of a batch lies on the canvas: `sizes[i]` = (h, w) of image i (rows beyond the images' are
+    filler: the whole canvas), canvas = (H, W)."""
+
+    canvas: tuple[int, int]
+    sizes: tuple[tuple[int, int], ...]
+    downsampling: Downsampling
+
+    @classmethod
+    def fitting(cls, sizes, downsampling: Downsampling, rows: int | None = None,
+                canvas: tuple[int, int] | None = None) -> CanvasLayout:
+        """`rows` rows (filler beyond len(sizes)) on `canvas` (sides from the ladder, holding every size), by default
+        the smallest ladder canvas that holds them."""
+        sizes = tuple((int(h), int(w)) for h, w in sizes)
+        canvas = canvas or (max(fitted_side(h, downsampling) for h, _ in sizes),
+                            max(fitted_side(w, downsampling) for _, w in sizes))
+        return cls(canvas, sizes + (canvas,) * ((rows or len(sizes)) - len(sizes)), downsampling)
+
+    def boxes(self) -> list[tuple[int, int, int, int]]:
+        """(top, left, h, w) of each row's image on the canvas."""
+        out = []
+        for h, w in self.sizes:
+            (top, _), *_ = offset_levels(h, self.canvas[0], self.downsampling)
+            (left, _), *_ = offset_levels(w, self.canvas[1], self.downsampling)
+            out.append((top, left, h, w))
+        return out
+
+    def geometry(self, device) -> torch.Tensor:
+        """(B, levels + 1, 4) int32: (top, h, left, w) of each image at the input and after each stride-2 layer."""
+        rows = [[(*r, *c) for r, c in zip(offset_levels(h, self.canvas[0], self.downsampling),
+                                          offset_levels(w, self.canvas[1], self.downsampling))]
+                for h, w in self.sizes]
+        return torch.tensor(rows, dtype=torch.int32).to(device, non_blocking=True)
+
+    def paste(self, images, device) -> torch.Tensor:
+        """(rows, C, H, W) zero canvas with images[i] (C, h, w) at its place; filler rows stay zero."""
+        first = images[0]
+        out = torch.zeros(len(self.sizes), first.shape[0], *self.canvas, dtype=first.dtype, device=device)
+        for i, ((top, left, h, w), image) in enumerate(zip(self.boxes(), images)):
+            out[i, :, top:top + h, left:left + w] = image.to(device, non_blocking=True)
+        return out
+
+    def rescale(self, x: torch.Tensor, scale: float) -> tuple[torch.Tensor, CanvasLayout]:
+        """Each image of canvas batch x resized by `scale` as `resize_scale` resizes a lone image, on a new canvas.
+        Eager (one resize per image): only the multi-scale feature specs need it."""
+        from sliq_cli.model.encoder import resize_scale
+
+        images = [resize_scale(x[i:i + 1, :, top:top + h, left:left + w], scale)[0]
+                  for i, (top, left, h, w) in enumerate(self.boxes())]
+        layout = CanvasLayout.fitting([im.shape[-2:] for im in images], self.downsampling)
+        return layout.paste(images, x.device), layout
+
+
+class ValidRegion:
+    """Masks and pooling over each image's own region of a canvas batch, at every level of the trunk.
+
+    `geometry`: CanvasLayout.geometry(); `canvas`: (H, W) of the input. A feature map's level is known from its
+    spatial size (each stride-2 layer maps a side n to ceil(n / 2), so levels have distinct sizes)."""
+
+    def __init__(self, geometry: torch.Tensor, canvas):
+        self.geometry = geometry.long()  # (B, L + 1, 4)
+        h, w = canvas
+        self.levels = {}
+        for level in range(geometry.shape[1]):
+            self.levels[(h, w)] = level
+            h, w = math.ceil(h / 2), math.ceil(w / 2)
+        self._masks: dict = {}
+
+    def mask(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, h, w) of x's dtype: 1 inside each image, 0 outside. x: (B, C, h, w) at one of the trunk's levels."""
+        h, w = x.shape[-2:]
+        key = (h, w, x.dtype)
+        if key not in self._masks:
+            g = self.geometry[:, self.levels[(h, w)]]  # (B, 4): top, h, left, w
+            ys = torch.arange(h, device=x.device).view(1, h)
+            xs = torch.arange(w, device=x.device).view(1, w)
+            rows = (ys >= g[:, :1]) & (ys < g[:, :1] + g[:, 1:2])  # (B, h)
+            cols = (xs >= g[:, 2:3]) & (xs < g[:, 2:3] + g[:, 3:4])  # (B, w)
+            self._masks[key] = (rows[:, None, :, None] & cols[:, None, None, :]).to(x.dtype)  # (B, 1, h, w)
+        return self._masks[key]
+
+    def zero_outside(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mask(x)
+
+    def mean_std(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-image mean and population standard deviation over its region. x: (B, C, h, w) float32 -> 2 x (B, C)."""
+        m = self.mask(x)  # (B, 1, h, w)
+        count = m.sum((2, 3))  # (B, 1)
+        mean = (x * m).sum((2, 3)) / count  # (B, C)
+        var = ((x - mean[:, :, None, None]).square() * m).sum((2, 3)) / count
+        return mean, var.sqrt()
+
