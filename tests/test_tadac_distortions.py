@@ -10,19 +10,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sliq_cli.tadac.distortions import (
-    DISTORTIONS,
-    _box_pool,
-    _filter_separable,
-    _motion_kernels,
-    distort,
-    hsv_to_rgb,
-    lab_to_rgb,
-    rgb_to_hsv,
-    rgb_to_lab,
-    rgb_to_ycbcr,
-    ycbcr_to_rgb,
-)
+from sliq_cli.colour import hsv_to_rgb, lab_to_rgb, rgb_to_hsv, rgb_to_lab, rgb_to_ycbcr, ycbcr_to_rgb
+from sliq_cli.tadac.distortions import DISTORTIONS, distort
+from sliq_cli.tadac.imageops import _box_pool, filter_separable, motion_kernels
 
 RANDOM_TYPES = {3, 5, 11, 12, 13, 14, 15, 19, 20, 23}
 DETERMINISTIC_TYPES = sorted(set(range(1, 26)) - RANDOM_TYPES)
@@ -248,7 +238,7 @@ def test_blur_kernels_match_fspecial():
     corner, edge, centre = 0.0251, 0.1453, 1 / math.pi
     assert torch.allclose(disk, torch.tensor([[corner, edge, corner], [edge, centre, edge], [corner, edge, corner]]),
                           atol=1e-4)
-    kernel = _motion_kernels(4, torch.tensor([0.0]))[0]
+    kernel = motion_kernels(4, torch.tensor([0.0]))[0]
     assert torch.allclose(kernel[kernel.shape[0] // 2], torch.tensor([0, 0.125, 0.25, 0.25, 0.25, 0.125, 0]))
     assert float(kernel.sum()) == pytest.approx(1.0)
 
@@ -256,7 +246,7 @@ def test_blur_kernels_match_fspecial():
 def test_box_mean_by_pooling_matches_band_matmul(generated):
     """Denoise's box means pool off the CPU and use band matmuls on it: the two must agree (borders included)."""
     for size in (5, 11):
-        band = _filter_separable(generated, (1.0 / size,) * size)
+        band = filter_separable(generated, (1.0 / size,) * size)
         pooled = _box_pool(F.pad(generated, (size // 2,) * 4, mode="replicate"), size)
         assert torch.allclose(pooled, band, atol=1e-6)
 

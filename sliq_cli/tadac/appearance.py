@@ -1,8 +1,7 @@
 """Appearance attributes of an image (paper III-C): brightness, contrast, sharpness, colourfulness.
 
 All four are computed on the TADAC working image (database.py), given as an (H, W, 3) float array in [0, 1]:
-- brightness: mean luma Y' = 0.299 R' + 0.587 G' + 0.114 B' (Rec. 601, what MATLAB's rgb2gray and Pillow's "L"
-  compute), in [0, 1].
+- brightness: mean luma Y' = 0.299 R' + 0.587 G' + 0.114 B' (Rec. 601, what Pillow's "L" computes), in [0, 1].
 - contrast: RMS contrast of that luma, its standard deviation (Peli 1990), in [0, 0.5].
 - sharpness: FISH (Vu & Chandler 2012) on the luma scaled to 0..255: a 3-level CDF 9/7 wavelet transform; per level
   n (1 finest) E_XY = log10(1 + mean(XY^2)) for XY in LH, HL, HH; E_n = 0.2 (E_LH + E_HL) / 2 + 0.8 E_HH;
@@ -30,6 +29,7 @@ FISH_ALPHA = 0.8  # weight of HH against the mean of LH and HL
 def luma(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) in [0, 1] -> (H, W) Rec. 601 luma in [0, 1]."""
     rgb = np.asarray(rgb, dtype=np.float64)
+    # Exact Rec. 601 (not colour.GREY_WEIGHTS' 0.2989): built databases' appearance values and bins were made with it.
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sliq_cli.tadac.distortions import rgb_to_grey, rgb_to_hsv, rgb_to_lab
+from sliq_cli.colour import rgb_to_grey, rgb_to_hsv, rgb_to_lab
 
 OVERLAP_RANGE = (0.10, 0.30)
 N_CANDIDATES = 64
