@@ -134,13 +134,14 @@ def test_save_state_warns_when_an_old_state_cannot_be_removed(tmp_path, monkeypa
 
     import torch
 
-    from sliq_cli.train import loop
     from sliq_cli.train.config import PretrainConfig
+    from sliq_cli.train.loop import SliqueNet
+    from sliq_cli.train.state import save_state
 
-    net = loop.SliqueNet(torch.nn.Linear(3, 2), None)
+    net = SliqueNet(torch.nn.Linear(3, 2), None)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     cfg = PretrainConfig(out=str(tmp_path))
-    loop.save_state(tmp_path, net, optimizer, 1, cfg)
+    save_state(tmp_path, net, optimizer, 1, cfg)
     real_rmtree = shutil.rmtree
 
     def stuck(path, *args, **kwargs):
@@ -150,7 +151,7 @@ def test_save_state_warns_when_an_old_state_cannot_be_removed(tmp_path, monkeypa
 
     monkeypatch.setattr(shutil, "rmtree", stuck)
     with pytest.warns(RuntimeWarning, match="could not remove the old training state .*step-000000001"):
-        loop.save_state(tmp_path, net, optimizer, 2, cfg)
+        save_state(tmp_path, net, optimizer, 2, cfg)
     assert json.loads((tmp_path / "state" / "latest.json").read_text())["step"] == 2
 
 

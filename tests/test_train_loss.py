@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from sliq_cli.model.text import TextConfig, TextEncoder, load_text_tower, save_text_tower
 from sliq_cli.model.tokenizer import Tokenizer
-from sliq_cli.train.loss import SliqueLoss, text_id
+from sliq_cli.train.data import text_id
+from sliq_cli.train.loss import SliqueLoss
 
 
 def _reference_infonce(q, k, positives, tau):

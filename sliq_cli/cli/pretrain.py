@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from sliq_cli.cli.options import Device
-from sliq_cli.cli.render import err_console
+from sliq_cli.cli.render import err_console, progress_bars
 
 
 def pretrain(
@@ -67,33 +67,19 @@ def pretrain(
     # Only what the user typed is passed on: a fresh run takes the defaults for the rest, a resumed run its saved values.
     overrides = {k: v for k, v in given.items() if v is not None}
     overrides.update(db=str(db), out=str(out))
-    with _ProgressView() as view:
-        export = run_pretrain(overrides, resume=resume, on_log=view.update)
-    err_console().print(f"exported the encoder to {export}")
+    console = err_console()
+    with progress_bars(console, compact=True) as bar:
+        export = run_pretrain(overrides, resume=resume, on_log=_ProgressView(console, bar).update)
+    console.print(f"exported the encoder to {export}")
 
 
 class _ProgressView:
-    """Progress on stderr from the training log records: a compact Rich bar on a terminal (it fits 80 columns),
-    one plain line per logged step otherwise (a log file or CI sees every record, not a bar's last frame)."""
+    """Progress on stderr from the training log records: the compact bar on a terminal (it fits 80 columns), one
+    plain line per logged step otherwise (a log file or CI sees every record, not a bar's last frame)."""
 
-    def __enter__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.console = err_console()
-        self.progress = None
-        if self.console.is_terminal:
-            self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(),
-                TimeRemainingColumn(compact=True, elapsed_when_finished=True), TextColumn("{task.fields[stats]}"),
-                console=self.console,
-            )
-            self.progress.__enter__()
-        self.task = None
-        return self
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.__exit__(*exc)
+    def __init__(self, console, bar):
+        self.console, self.bar = console, bar
+        self.training = False  # the bar starts at the "training" event, from the run's first step
 
     def update(self, record: dict) -> None:
         event = record.get("event")
@@ -102,13 +88,14 @@ class _ProgressView:
         elif event == "resumed-from-export":
             self.console.print(f"resumed from the export at step {record['step']}; the optimiser's momentum did not "
                                "travel with it and starts from zero")
-        elif event == "training" and self.progress is not None:
-            self.task = self.progress.add_task("pretrain", total=record["total"], completed=record["start"], stats="")
+        elif event == "training":
+            self.bar("pretrain", record["start"], record["total"], stats="")
+            self.training = True
         elif event is None:
             stats = f"loss {record['loss']:.3f} (it {record['loss_it']:.2f} ii {record['loss_ii']:.2f}) " \
                     f"{record['samples_per_s']:.0f}/s"
-            if self.progress is None:
+            if not self.console.is_terminal:
                 self.console.print(f"step {record['step']}/{record['total']} {stats} lr {record['lr']:.2e}",
                                    highlight=False)
-            elif self.task is not None:
-                self.progress.update(self.task, completed=record["step"], stats=stats)
+            elif self.training:
+                self.bar("pretrain", record["step"], stats=stats)

@@ -34,18 +34,46 @@ def warn(message: str) -> None:
 
 
 @contextmanager
-def progress_bar(total: int | None, description: str):
-    """A Rich progress bar on stderr; yields `advance(n=1)`. Silent when stderr is not a terminal."""
+def progress_bars(console: Console | None = None, compact: bool = False):
+    """Rich progress bars on `console` (default: stderr), one per task name; yields
+    `update(name, completed=None, total=None, advance=None, **fields)`, which draws nothing when the console is not a
+    terminal (a caller may print plain lines there instead). Print other lines through the same console.
+
+    Default: a full-width bar, the count, elapsed and remaining time; the bars are cleared at the end. compact: a
+    16-cell bar, the count, the remaining time (the elapsed time once finished) and the task's `stats` field, which
+    fits 80 columns; the bars stay on screen.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    console = err_console()
+    console = console or err_console()
     if not console.is_terminal:
-        yield lambda n=1: None
+        yield lambda name, completed=None, total=None, advance=None, **fields: None
         return
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n=1: progress.advance(task, n)
+    if compact:
+        columns = [TextColumn("{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(),
+                   TimeRemainingColumn(compact=True, elapsed_when_finished=True), TextColumn("{task.fields[stats]}")]
+    else:
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn()]
+    tasks: dict[str, int] = {}
+    with Progress(*columns, console=console, transient=not compact) as progress:
+
+        def update(name: str, completed: float | None = None, total: float | None = None, advance: float | None = None,
+                   **fields) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total, completed=completed or 0, **fields)
+            progress.update(tasks[name], completed=completed, total=total, advance=advance, **fields)
+
+        yield update
+
+
+@contextmanager
+def progress_bar(total: int | None, description: str):
+    """One bar of `total` items on stderr (the library's ProgressFactory); yields `advance(n=1)`. Silent when stderr
+    is not a terminal."""
+    with progress_bars() as update:
+        update(description, 0, total)
+        yield lambda n=1: update(description, advance=n)
 
 
 def jsonl_line(record: dict) -> str:

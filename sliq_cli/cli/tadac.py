@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from sliq_cli.cli.options import SeedOpt
-from sliq_cli.cli.render import err_console, out_console, stdout_is_tty, warn
+from sliq_cli.cli.render import err_console, out_console, progress_bars, stdout_is_tty, warn
 
 app = typer.Typer(
     name="tadac",
@@ -21,28 +20,6 @@ app = typer.Typer(
 )
 
 MAX_SKIPPED_SHOWN = 20
-
-
-@contextmanager
-def _stage_progress():
-    """A Rich progress bar per build stage on stderr (silent when stderr is not a terminal); yields the callback."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    console = err_console()
-    if not console.is_terminal:
-        yield None
-        return
-    tasks: dict[str, int] = {}
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=True) as progress:
-
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(stage, total=total)
-            progress.update(tasks[stage], completed=done, total=total)
-
-        yield update
 
 
 def _table(title: str, rows, columns=("", "count")):
@@ -90,7 +67,7 @@ def build(
     """Build a TADAC database: working sizes, appearance attributes, saliency crops and text labels."""
     from sliq_cli.tadac.database import build_database
 
-    with _stage_progress() as progress:
+    with progress_bars() as progress:
         summary = build_database(
             [str(s) for s in sources], out, labels_csv=labels, captions_csv=captions, pristine_globs=pristine or (),
             authentic_globs=authentic or (), heldout=heldout, seed=seed, materialize=materialize,

@@ -42,7 +42,6 @@ from sliq_cli.tadac.codecs import to_uint8
 from sliq_cli.tadac.distortions import distort
 from sliq_cli.tadac.saliency import centred_window
 from sliq_cli.tadac.texts import VARIANTS_PER_PRISTINE, decode_variant, sample_texts
-from sliq_cli.train.loss import text_id
 from sliq_cli.train.views import (
     crop_flat,
     half_scale_boxes,
@@ -326,6 +325,11 @@ class Prefetcher:
 
 def _to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
     return to_device_async(torch.from_numpy(np.ascontiguousarray(a)), device)
+
+
+def text_id(text: str) -> int:
+    """A process-independent int64 id of a text (Python's hash() is salted per process, this is not)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
 
 
 class TextPicker:

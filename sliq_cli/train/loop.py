@@ -9,18 +9,10 @@ Run folder:
     RUN/tokenizer.json     the BPE learned from the database's texts (before step 0)
     RUN/log.jsonl          one line per logged step: step, samples, loss, loss_it, loss_ii, grad_norm (before clipping),
                            lr, samples_per_s, max_mem_gb
-    RUN/state/latest.json  {"step": s, "dir": "step-000000s"}; RUN/state/step-*/ = image.safetensors, text.safetensors,
-                           momentum.safetensors, state.json. A new state is written completely before latest.json
-                           points at it, so a kill at any moment leaves a loadable state.
-    RUN/export/            scoring checkpoint (sliq_cli.model.checkpoint) + text/ (text tower + tokenizer), in
-                           --export-dtype; its config.json records the step and the run's config
-    RUN/export-shards/     with --export-shard-mb: the same image encoder in shards of at most that size
+    RUN/state/, RUN/export/, RUN/export-shards/: the saved weights, see sliq_cli.train.state (a run resumes from its
+                           state, or from its export where only that travelled)
 No RNG state is saved: every random draw of step s (batch, views, texts, distortions) is seeded by (seed, s, rank),
 so a resumed run repeats the uninterrupted one exactly.
-
-Across machines: a run folder holding only config.json, tokenizer.json and export/ (what travels back from a
-GPU lease) resumes with --resume from the export's weights and step; the SGD momentum did not travel, so it starts
-again from zero (the run says so), and bf16 exports resume from their bf16-rounded weights.
 """
 
 from __future__ import annotations
@@ -30,7 +22,6 @@ import math
 import os
 import shutil
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -39,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sliq_cli.atomic import atomic_save_safetensors, atomic_write_json
+from sliq_cli.atomic import atomic_write_json
 from sliq_cli.errors import SliqError, UsageError
 from sliq_cli.train.config import PretrainConfig, Schedule
 from sliq_cli.train.distributed import (
@@ -49,6 +40,7 @@ from sliq_cli.train.distributed import (
     init_process_group,
     torchrun_env,
 )
+from sliq_cli.train.state import export, export_step, has_state, load_export, load_state, save_state
 
 # Options a resumed run may change; everything else must match the run's config.json.
 RESUMABLE = {"epochs", "steps", "checkpoint_every", "export_every", "export_dtype", "export_shard_mb", "log_every",
@@ -74,7 +66,7 @@ class SliqueNet(nn.Module):
 def resolve_config(run: Path, overrides: dict, resume: bool) -> PretrainConfig:
     """The run's config: fresh from `overrides`, or on --resume the saved one with the allowed changes."""
     if not resume:
-        if (run / "state" / "latest.json").exists():
+        if has_state(run):
             raise UsageError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
         try:
             return PretrainConfig.from_dict(overrides)
@@ -84,7 +76,7 @@ def resolve_config(run: Path, overrides: dict, resume: bool) -> PretrainConfig:
         saved = json.loads((run / "config.json").read_text())
     except FileNotFoundError:
         raise UsageError(f"{run}: nothing to resume (no config.json)") from None
-    if not (run / "state" / "latest.json").exists() and _export_step(run) is None:
+    if not has_state(run) and export_step(run) is None:
         raise UsageError(f"{run}: nothing to resume (no saved state or export yet)")
     changed = sorted(k for k, v in overrides.items() if k not in ("db", "out") and _differs(saved.get(k), v))
     fixed = [k for k in changed if k not in RESUMABLE]
@@ -206,7 +198,7 @@ def param_groups(net: nn.Module, weight_decay: float, trunk_lr_scale: float = 1.
              "lr_scale": trunk_lr_scale if trunk else 1.0} for (trunk, decay), params in groups.items()]
 
 
-def _prepare_run(cfg: PretrainConfig, records: list, db, resume: bool) -> None:
+def _prepare_run(cfg: PretrainConfig, db, resume: bool) -> None:
     """Rank 0, before any process trains: config.json and (fresh runs) the tokenizer learned from the texts."""
     from sliq_cli.model.tokenizer import Tokenizer
     from sliq_cli.tadac.texts import all_texts
@@ -238,7 +230,7 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
         db = load_database(cfg.db)
         records = select_records(db.records, cfg.data_fraction, cfg.seed)
         if info.is_main:
-            _prepare_run(cfg, records, db, resume)
+            _prepare_run(cfg, db, resume)
         _barrier(info)
         tokenizer = Tokenizer.load(run / "tokenizer.json") if cfg.image_text else None
 
@@ -252,7 +244,7 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
         optimizer = torch.optim.SGD(param_groups(net, cfg.weight_decay, cfg.trunk_lr_scale), lr=cfg.peak_lr,
                                     momentum=cfg.momentum)
         start = 0
-        if resume and (run / "state" / "latest.json").exists():
+        if resume and has_state(run):
             start = load_state(run, net, optimizer)
         elif resume:
             start = load_export(run, net)
@@ -366,117 +358,3 @@ def _check_finite(first_bad: torch.Tensor, run: Path, last_saved: int) -> None:
     if bad >= 0:
         raise SliqError(f"the loss became NaN/inf at step {bad + 1}; stopped without saving. The last good state "
                         f"is step {last_saved} in {run / 'state'} (try a lower learning rate or --batch-size)")
-
-
-# ------------------------------------------------------------------------------------------------ state
-
-
-def save_state(run: Path, net: SliqueNet, optimizer: torch.optim.Optimizer, step: int, cfg: PretrainConfig) -> None:
-    """Write state/step-N/ completely, then point state/latest.json at it, then remove older states."""
-    state_dir = run / "state"
-    name = f"step-{step:09d}"
-    folder = state_dir / name
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    names = {id(p): n for n, p in net.named_parameters()}
-    momentum = {names[id(p)]: s["momentum_buffer"] for p, s in optimizer.state.items() if s.get("momentum_buffer") is not None}
-    atomic_save_safetensors(folder / "image.safetensors", _cpu(net.image.state_dict()))
-    if net.text is not None:
-        atomic_save_safetensors(folder / "text.safetensors", _cpu(net.text.state_dict()))
-    atomic_save_safetensors(folder / "momentum.safetensors", _cpu(momentum))
-    atomic_write_json(folder / "state.json", {"step": step, "config": cfg.to_dict()})
-    atomic_write_json(state_dir / "latest.json", {"step": step, "dir": name})
-    for old in state_dir.glob("step-*"):
-        if old.name != name:
-            try:
-                shutil.rmtree(old)
-            except OSError as e:  # the new state is saved: a leftover old one costs disk space, not the run
-                warnings.warn(f"could not remove the old training state {old}: {e}", RuntimeWarning, stacklevel=2)
-
-
-def _cpu(tensors: dict) -> dict:
-    return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-
-
-def load_state(run: Path, net: SliqueNet, optimizer: torch.optim.Optimizer) -> int:
-    """Restore weights and momentum from state/latest.json; returns the step to continue from."""
-    from safetensors.torch import load_file
-
-    latest = run / "state" / "latest.json"
-    try:
-        pointer = json.loads(latest.read_text())
-        folder = run / "state" / pointer["dir"]
-        device = next(net.parameters()).device
-        net.image.load_state_dict(load_file(str(folder / "image.safetensors"), device=str(device)))
-        if net.text is not None:
-            net.text.load_state_dict(load_file(str(folder / "text.safetensors"), device=str(device)))
-        momentum = load_file(str(folder / "momentum.safetensors"), device=str(device))
-    except (OSError, KeyError, ValueError, RuntimeError) as e:
-        raise SliqError(f"{latest}: cannot restore the saved state ({e})") from None
-    for name, p in net.named_parameters():
-        if name in momentum:
-            optimizer.state[p]["momentum_buffer"] = momentum[name].to(p.dtype)
-    return int(pointer["step"])
-
-
-def _export_step(run: Path) -> int | None:
-    """The step RUN/export was written at, or None where there is no complete export."""
-    try:
-        return int(json.loads((run / "export" / "config.json").read_text())["pretrain"]["step"])
-    except (OSError, KeyError, TypeError, ValueError):
-        return None
-
-
-def load_export(run: Path, net: SliqueNet) -> int:
-    """Weights from RUN/export (image encoder, text tower) for a run whose state did not travel; returns its step.
-    The optimiser keeps a fresh (zero) momentum."""
-    from safetensors.torch import load_file
-
-    from sliq_cli.model.checkpoint import load_state_dict
-
-    export_dir = run / "export"
-    device = next(net.parameters()).device
-    try:
-        net.image.load_state_dict({k: v.float() for k, v in load_state_dict(export_dir).items()})
-        if net.text is not None:
-            text = load_file(str(export_dir / "text" / "model.safetensors"))
-            net.text.load_state_dict({k: v.float() for k, v in text.items()})
-    except (OSError, RuntimeError) as e:
-        raise SliqError(f"{export_dir}: cannot resume from this export ({e})") from None
-    net.to(device)
-    return _export_step(run)
-
-
-def export(run: Path, net: SliqueNet, tokenizer, cfg: PretrainConfig, step: int, thresholds: dict) -> None:
-    """RUN/export/: the scoring checkpoint (image encoder) + text/ (text tower, tokenizer, and the database's
-    appearance bin edges, which `sliq explain` needs to word brightness etc. as the texts did); optionally shards."""
-    from sliq_cli.model.checkpoint import save_encoder
-    from sliq_cli.model.text import save_text_tower
-
-    image = _plain_encoder(net.image)
-    # the run's config travels with its weights; its folders by name only (they are this machine's paths)
-    travelling = {**cfg.to_dict(), "db": Path(cfg.db).name, "out": Path(cfg.out).name}
-    extra = {"pretrain": {"step": step, "samples": step * cfg.batch_size, "config": travelling}}
-    if cfg.init == "imagenet":
-        from sliq_cli.model.imagenet import LICENCE
-
-        extra["licence"] = LICENCE
-    save_encoder(image, run / "export", extra=extra, dtype=cfg.export_dtype)
-    if net.text is not None:
-        save_text_tower(net.text, tokenizer, run / "export" / "text", dtype=cfg.export_dtype)
-        atomic_write_json(run / "export" / "text" / "appearance.json", {
-            "format": "sliq-appearance", "format_version": 1, "thresholds": thresholds})
-    if cfg.export_shard_mb:
-        save_encoder(image, run / "export-shards", extra=extra, dtype=cfg.export_dtype, max_shard_mb=cfg.export_shard_mb)
-
-
-def _plain_encoder(image: nn.Module) -> nn.Module:
-    """The image encoder with SyncBatchNorm turned back into BatchNorm, so its checkpoint loads anywhere."""
-    if not any(isinstance(m, nn.SyncBatchNorm) for m in image.modules()):
-        return image
-    from sliq_cli.model.encoder import ImageEncoder
-
-    plain = ImageEncoder(image.config)
-    plain.load_state_dict(image.state_dict())
-    return plain

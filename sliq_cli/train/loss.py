@@ -12,18 +12,11 @@ SupCon/UniCL); with all texts distinct it is exactly Eq. (1).
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sliq_cli.train.distributed import gather_constant, gather_keep_local
-
-
-def text_id(text: str) -> int:
-    """A process-independent int64 id of a text (Python's hash() is salted per process, this is not)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
 
 
 def _soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -64,8 +57,8 @@ class SliqueLoss(nn.Module):
     """forward(img_t, txt, view1, view2, text_ids) -> {"loss", "loss_it", "loss_ii"}.
 
     img_t: (B, D) embedding of the saliency crop; txt: (B, D) embedding of its text; view1, view2: (B, D)
-    embeddings of the two OLA crops; text_ids: (B,) int64 from `text_id`; text_mask: optional (B,) bool, False
-    for samples without a text (see image_text_infonce). Embeddings unnormalised, any float dtype
+    embeddings of the two OLA crops; text_ids: (B,) int64 from `sliq_cli.train.data.text_id`; text_mask: optional
+    (B,) bool, False for samples without a text (see image_text_infonce). Embeddings unnormalised, any float dtype
     (computed in float32). With world_size > 1 every process gathers all processes' embeddings (negatives
     across the global batch) and returns the global-batch loss; see sliq_cli.train.distributed.
     With one branch disabled the loss is that branch alone (paper's ablation, Table IV); the disabled
