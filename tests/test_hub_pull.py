@@ -9,22 +9,25 @@ from typer.testing import CliRunner
 
 from sliq_cli.cli.app import app
 from sliq_cli.errors import SliqError
-from sliq_cli.hub.cache import cached_snapshot, hub_cache_dir, repo_storage
-from sliq_cli.hub.pull import git_blob_sha1, pull_model
-from sliq_cli.model.resolve import resolve_model
-from tests.hub_server import git_blob_sha1 as server_blob_sha1
+from sliq_cli.hub.cache import cached_layout, hub_cache_dir
+from sliq_cli.hub.pull import pull_model, resolve_hub_model
+from sliq_cli.model.resolve import ModelNotFound, resolve_model
 from tests.hub_server import go_offline, hub  # noqa: F401  (fixture)
 
 REPO = "org/tiny"
 runner = CliRunner()
 
 
+def repo_storage(repo_id: str):
+    """huggingface_hub's cache layout, which `hf` tooling shares with sliq."""
+    return hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+
+
 def assert_nothing_installed():
-    """No snapshot, ref or staging folder left behind, and the cache cannot resolve the model."""
+    """No snapshot or ref left behind, and the cache cannot resolve the model."""
     storage = repo_storage(REPO)
     assert not list(storage.glob("snapshots/*")) and not list(storage.glob("refs/*"))
-    assert not list(hub_cache_dir().glob(".sliq-pull-*"))
-    assert cached_snapshot(REPO) is None
+    assert cached_layout(REPO) is None
 
 
 def test_pull_then_score_offline(hub, tiny_encoder_dir, example_photos, monkeypatch, tmp_path):
@@ -35,7 +38,6 @@ def test_pull_then_score_offline(hub, tiny_encoder_dir, example_photos, monkeypa
     assert pulled["commit"] == commit and pulled["downloaded"] and pulled["heads"] == ["test"]
     assert sorted(hub.downloads()) == ["config.json", "heads/test.safetensors", "model.safetensors"]
     assert (repo_storage(REPO) / "refs" / "main").read_text() == commit
-    assert not list(hub_cache_dir().glob(".sliq-pull-*"))
 
     # Pulling again finds the cached snapshot intact and downloads nothing.
     before = len(hub.downloads())
@@ -45,7 +47,8 @@ def test_pull_then_score_offline(hub, tiny_encoder_dir, example_photos, monkeypa
     go_offline(monkeypatch)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     n_requests = len(hub.requests)
-    assert resolve_model(REPO) == resolve_model(f"{REPO}@{commit}") == repo_storage(REPO) / "snapshots" / commit
+    snapshot = repo_storage(REPO) / "snapshots" / commit
+    assert resolve_model(REPO, hub=resolve_hub_model) == resolve_model(f"{REPO}@{commit}", hub=resolve_hub_model) == snapshot
     photo = tmp_path / "p.png"
     from PIL import Image
 
@@ -88,7 +91,7 @@ def test_corrupted_file_is_not_installed(hub, tiny_encoder_dir, path, check):
     assert_nothing_installed()
 
 
-def test_pickle_files_are_refused_before_download(hub, tiny_encoder_dir):
+def test_pickle_files_are_refused_before_download(hub, tiny_encoder_dir, monkeypatch):
     files = {p.relative_to(tiny_encoder_dir).as_posix(): p.read_bytes() for p in tiny_encoder_dir.rglob("*") if p.is_file()}
     hub.add_repo(REPO, {**files, "pytorch_model.bin": b"\x80\x04not really a pickle"})
     result = runner.invoke(app, ["pull", REPO])
@@ -99,6 +102,25 @@ def test_pickle_files_are_refused_before_download(hub, tiny_encoder_dir):
     # Selecting files leaves the pickle out; config, weights and card always come.
     pulled = pull_model(REPO, include=["heads/"])
     assert "pytorch_model.bin" not in hub.downloads() and pulled.heads == ["test"]
+    # huggingface_hub calls this snapshot incomplete (the repo lists a file it lacks); it is a whole sliq model
+    go_offline(monkeypatch)
+    assert resolve_hub_model(REPO) == pulled.path
+
+
+def test_damaged_cached_file_is_fetched_again(hub, tiny_encoder_dir):
+    hub.add_folder(REPO, tiny_encoder_dir)
+    config = pull_model(REPO).path / "config.json"
+    data = bytearray(config.read_bytes())
+    data[-2] ^= 0x01
+    config.resolve().write_bytes(bytes(data))
+    assert pull_model(REPO).downloaded and config.read_bytes() == hub.repos[REPO].files["config.json"]
+
+
+def test_model_layer_resolves_hub_specs_only_through_the_hub_step(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelNotFound, match="org/tiny: no such model folder$"):
+        resolve_model(REPO)
+    assert resolve_model(REPO, hub=lambda spec: tmp_path / spec) == tmp_path / REPO
 
 
 @pytest.mark.parametrize("fault, path", [("interrupted", "model.safetensors"), ("missing", "heads/test.safetensors")])
@@ -111,7 +133,7 @@ def test_failed_download_installs_nothing_and_a_retry_succeeds(hub, tiny_encoder
     assert_nothing_installed()
     getattr(hub, fault).clear()
     assert pull_model(REPO).downloaded
-    assert cached_snapshot(REPO) is not None
+    assert cached_layout(REPO) is not None
 
 
 def test_head_for_another_encoder_is_not_installed(hub, tiny_encoder_dir, tmp_path):
@@ -134,7 +156,7 @@ def test_offline_with_empty_cache_fails_fast(monkeypatch, tmp_path, example_phot
     go_offline(monkeypatch)
     start = time.monotonic()
     with pytest.raises(SliqError, match="not in the local Hub cache.*HF_HUB_OFFLINE"):
-        resolve_model(REPO)
+        resolve_model(REPO, hub=resolve_hub_model)
     # a real photo, so `score` gets past listing images and fails on resolving the model offline
     photo = next(p for p in example_photos if p.name == "kodim03.jpg")
     result = runner.invoke(app, ["score", str(photo), "--model", REPO])
@@ -153,9 +175,3 @@ def test_unreachable_hub_fails_fast_with_advice(monkeypatch, tmp_path):
     with pytest.raises(SliqError, match="cannot reach the Hub.*HF_HUB_OFFLINE=1"):
         pull_model(REPO)
     assert time.monotonic() - start < 5
-
-
-def test_git_blob_sha1_matches_git(tmp_path):
-    f = tmp_path / "a.txt"
-    f.write_bytes(b"hello\n")
-    assert git_blob_sha1(f) == "ce013625030ba8dba906f756967f9e9ca394464a" == server_blob_sha1(b"hello\n")

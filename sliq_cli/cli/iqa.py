@@ -79,6 +79,7 @@ def fit_head(
     """Run the paper's protocol on a dataset (ridge on frozen features, seeded 70/10/20 splits), then fit a head on
     all of it and save it where `sliq score --head NAME` finds it."""
     from sliq_cli.errors import UsageError
+    from sliq_cli.hub.pull import resolve_hub_model
     from sliq_cli.iqa.head import user_head_path
     from sliq_cli.iqa.protocol import DatasetRef, fit_head as run
     from sliq_cli.model.checkpoint import read_config
@@ -87,7 +88,7 @@ def fit_head(
     ds = DatasetRef(dataset, mos, images, data_root, skip_missing, higher_is_better=not dmos).load()
     name = name or ds.name
     # checked before minutes of feature extraction, from config.json alone (no weights loaded)
-    target = user_head_path(name, read_config(resolve_model(model)).get("fingerprint", ""))
+    target = user_head_path(name, read_config(resolve_model(model, hub=resolve_hub_model)).get("fingerprint", ""))
     if target.exists() and not force:
         raise UsageError(f"{target}: a head named {name!r} exists already for this model; --force replaces it, "
                          "or give another --name")

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sliq_cli import __version__
-from sliq_cli.hub.cache import iter_cached_snapshots
+from sliq_cli.hub.cache import hub_cache_dir
 from sliq_cli.hub.layout import LayoutError, check_layout, is_sliq_checkpoint, read_head_meta
 from sliq_cli.model.resolve import embedded_model_dir
 from sliq_cli.paths import sliq_home
@@ -71,16 +71,31 @@ def _model_entry(folder: Path, name: str, source: str, revision: str) -> ModelEn
     return entry
 
 
+def _cached_snapshots() -> list:
+    """(repo id, CachedRevisionInfo) of every model snapshot in the Hub cache, sliq's or not, as scan_cache_dir finds
+    them (a repo it finds damaged is left out), by repo id and commit."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        repos = scan_cache_dir(hub_cache_dir()).repos
+    except CacheNotFound:
+        return []
+    found = [(r.repo_id, rev) for r in repos if r.repo_type == "model" for rev in r.revisions]
+    return sorted(found, key=lambda item: (item[0], item[1].commit_hash))
+
+
 def list_available_models() -> list[ModelEntry]:
     """Embedded default, Hub-cache snapshots, and an entry per set of user heads whose encoder is not installed."""
     models = []
     embedded = embedded_model_dir()
     if embedded is not None:
         models.append(_model_entry(embedded, "default", "embedded", f"sliq {__version__}"))
-    for snap in iter_cached_snapshots():
-        if is_sliq_checkpoint(snap.path):
-            revision = ",".join(snap.refs) + f" ({snap.commit[:12]})" if snap.refs else snap.commit[:12]
-            models.append(_model_entry(snap.path, snap.repo_id, "hub", revision))
+    for repo_id, snap in _cached_snapshots():
+        if is_sliq_checkpoint(snap.snapshot_path):
+            commit = snap.commit_hash[:12]
+            revision = ",".join(sorted(snap.refs)) + f" ({commit})" if snap.refs else commit
+            models.append(_model_entry(snap.snapshot_path, repo_id, "hub", revision))
     by_prefix: dict[str, list[ModelEntry]] = {}
     for m in models:
         if m.fingerprint:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sliq_cli.errors import SliqError
-from sliq_cli.iqa.head import HeadError, RidgeHead
 from sliq_cli.model.checkpoint import FORMAT as ENCODER_FORMAT
-from sliq_cli.model.checkpoint import PICKLE_SUFFIXES, CheckpointError, validate_checkpoint_dir, weight_files
+from sliq_cli.model.checkpoint import CheckpointError, check_safetensors, validate_checkpoint_dir, weight_files
+from sliq_cli.model.headfile import HeadError, read_head_file
 
 TEXT_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
@@ -47,25 +47,10 @@ def is_sliq_checkpoint(folder: Path) -> bool:
         return False
 
 
-def is_pickle(path: str) -> bool:
-    return path.lower().endswith(PICKLE_SUFFIXES)
-
-
-def _check_safetensors_header(path: Path) -> None:
-    """Read the header only: a truncated or non-safetensors file fails here."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            f.keys()
-    except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise LayoutError(f"{path}: not a readable safetensors file ({e})") from None
-
-
 def read_head_meta(path: Path) -> dict:
     """The JSON a head file carries in its safetensors metadata; the head must load and name its encoder."""
     try:
-        meta = RidgeHead.load(path).meta
+        meta = read_head_file(path)[1]
     except HeadError as e:
         raise LayoutError(str(e)) from None
     if not meta.get("encoder_fingerprint"):
@@ -74,17 +59,13 @@ def read_head_meta(path: Path) -> dict:
 
 
 def check_layout(folder: Path) -> ModelLayout:
-    """Validate a model folder: config, weights' headers, every head (for this encoder), the text tower."""
+    """Validate a model folder: no pickle file anywhere (checked first, by read_config), config, weights' headers,
+    every head (for this encoder), the text tower."""
     folder = Path(folder)
-    pickles = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if is_pickle(p.name))
-    if pickles:
-        raise LayoutError(f"{folder}: holds pickle files ({', '.join(pickles)}); sliq only reads safetensors")
     try:
-        config = validate_checkpoint_dir(folder)
-        weights = weight_files(folder)
+        layout = ModelLayout(folder, validate_checkpoint_dir(folder), weight_files(folder))
     except CheckpointError as e:
         raise LayoutError(str(e)) from None
-    layout = ModelLayout(folder, config, weights)
     for path in sorted((folder / "heads").glob("*.safetensors")):
         head = read_head_meta(path)
         if layout.fingerprint and head["encoder_fingerprint"] != layout.fingerprint:
@@ -104,6 +85,9 @@ def check_layout(folder: Path) -> ModelLayout:
                 json.loads((text / name).read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise LayoutError(f"{text / name}: not valid JSON ({e})") from None
-        _check_safetensors_header(text / "model.safetensors")
+        try:
+            check_safetensors(text / "model.safetensors")
+        except CheckpointError as e:
+            raise LayoutError(str(e)) from None
         layout.text = True
     return layout

@@ -2,51 +2,28 @@
 
 1. Resolve the revision to a commit and list the repository tree (sizes, git blob sha1, LFS sha256).
 2. Refuse pickle files among the selected ones before a single byte of them is fetched.
-3. Download with `snapshot_download` into a staging cache beside the real one (same filesystem).
-4. Check every file against the listing ourselves (the client does not hash what it downloads), then the layout
-   (config, weights' headers, heads' metadata, text tower).
-5. Move the verified snapshot into the cache, the ref last. Any failure removes the staging cache, so an offline
-   run later never sees a half-installed model.
+3. `snapshot_download` the selection at that commit: the client fetches what the cache lacks, and writes no ref.
+4. Check every file against the listing ourselves (the client checks sizes, not hashes), then the layout (config,
+   weights' headers, heads' metadata, text tower). Any failure deletes the commit's snapshot again, as
+   `hf cache rm` would, so an offline run later never sees a half-installed model.
+5. Only then point refs/<revision> at the commit.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import glob
-import hashlib
-import shutil
-import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from sliq_cli.atomic import atomic_write_text
 from sliq_cli.digest import sha256_file
 from sliq_cli.errors import SliqError, UsageError
-from sliq_cli.hub.cache import (
-    cached_snapshot,
-    check_repo_id,
-    hub_cache_dir,
-    hub_endpoint,
-    hub_offline,
-    install_snapshot,
-    parse_repo_spec,
-    repo_storage,
-)
-from sliq_cli.hub.layout import LayoutError, check_layout, is_pickle
+from sliq_cli.hub.cache import cached_layout, check_repo_id, hub_cache_dir, hub_endpoint, hub_offline, parse_repo_spec
+from sliq_cli.hub.layout import LayoutError, ModelLayout, check_layout
+from sliq_cli.model.checkpoint import PICKLE_SUFFIXES
 
 # Always fetched, whatever --include says: without them there is no model to load.
 CORE_PATTERNS = ("config.json", "model.safetensors", "model.safetensors.index.json", "model-*-of-*.safetensors", "README.md")
-_CHUNK = 1 << 20
-
-
-@dataclass
-class RemoteFile:
-    """One file of the repository tree, as the Hub reports it."""
-
-    path: str
-    size: int
-    blob_sha1: str
-    lfs_sha256: str | None = None
+MISSING = "missing"
 
 
 @dataclass
@@ -60,61 +37,31 @@ class PullResult:
     downloaded: bool  # False: the cache already held this snapshot intact
 
     def to_dict(self) -> dict:
-        return {
-            "repo_id": self.repo_id,
-            "revision": self.revision,
-            "commit": self.commit,
-            "path": str(self.path),
-            "files": self.files,
-            "heads": self.heads,
-            "downloaded": self.downloaded,
-        }
+        return {**asdict(self), "path": str(self.path)}
 
 
-def git_blob_sha1(path: Path) -> str:
-    """The git object id of a file: sha1 over "blob <size>\\0" + contents (what the Hub lists for non-LFS files)."""
-    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+def file_problem(local: str, remote) -> str:
+    """Why `local` is not the file the Hub lists as `remote` (a RepoFile): size or hash; "" when it is."""
+    from huggingface_hub.utils.sha import git_hash
 
-
-def file_problem(local: Path, remote: RemoteFile) -> str | None:
-    """Why `local` is not the file the Hub lists (missing, size, hash), or None when it is."""
-    if not local.is_file():
-        return "missing after download"
-    size = local.stat().st_size
+    size = Path(local).stat().st_size
     if size != remote.size:
         return f"size {size} bytes, the Hub lists {remote.size}"
-    if remote.lfs_sha256 is not None:
-        digest = sha256_file(local)
-        if digest != remote.lfs_sha256:
-            return f"sha256 {digest[:12]}…, the Hub lists {remote.lfs_sha256[:12]}…"
-    else:
-        digest = git_blob_sha1(local)
-        if digest != remote.blob_sha1:
-            return f"git blob sha1 {digest[:12]}…, the Hub lists {remote.blob_sha1[:12]}…"
-    return None
+    if remote.lfs is not None:
+        digest, listed, kind = sha256_file(local), remote.lfs.sha256, "sha256"
+    else:  # not in LFS: a small file, hashed as git does
+        digest, listed, kind = git_hash(Path(local).read_bytes()), remote.blob_id, "git blob sha1"
+    return f"{kind} {digest[:12]}…, the Hub lists {listed[:12]}…" if digest != listed else ""
 
 
-def select_files(paths: list[str], include: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """All files, or with `include` the core files plus those matching a pattern (a folder name selects its files)."""
-    if not include:
-        return sorted(paths)
-
-    def wanted(path: str) -> bool:
-        for pattern in (*CORE_PATTERNS, *include):
-            folder = pattern.rstrip("/") + "/"
-            if fnmatch.fnmatchcase(path, pattern) or path.startswith(folder):
-                return True
-        return False
-
-    return sorted(p for p in paths if wanted(p))
+def _allow_patterns(include: list[str] | tuple[str, ...]) -> list[str] | None:
+    """allow_patterns for huggingface_hub: None (every file), or the core files plus `include`'s globs, a folder
+    name selecting the files under it."""
+    return [*CORE_PATTERNS, *include, *(p.rstrip("/") + "/*" for p in include)] if include else None
 
 
-def _remote_listing(repo_id: str, revision: str, timeout: float) -> tuple[str, dict[str, RemoteFile]]:
-    """(commit sha, repo path -> RemoteFile) at `revision`; Hub errors become SliqErrors that say what to do."""
+def _remote_listing(repo_id: str, revision: str, timeout: float) -> tuple[str, dict]:
+    """(commit sha, repo path -> RepoFile) at `revision`; Hub errors become SliqErrors that say what to do."""
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
     from huggingface_hub.utils import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
@@ -124,11 +71,7 @@ def _remote_listing(repo_id: str, revision: str, timeout: float) -> tuple[str, d
     try:
         info = api.model_info(repo_id, revision=revision, timeout=timeout)
         tree = api.list_repo_tree(repo_id, revision=info.sha, recursive=True)
-        files = {
-            f.path: RemoteFile(f.path, f.size, f.blob_id, f.lfs.sha256 if f.lfs else None)
-            for f in tree
-            if isinstance(f, RepoFile)
-        }
+        files = {f.path: f for f in tree if isinstance(f, RepoFile)}
     except RevisionNotFoundError:
         raise SliqError(f"{repo_id}: revision {revision!r} not found on {endpoint}") from None
     except RepositoryNotFoundError:
@@ -145,9 +88,9 @@ def _remote_listing(repo_id: str, revision: str, timeout: float) -> tuple[str, d
     return info.sha, files
 
 
-def _check_remote_layout(repo_id: str, revision: str, files: dict[str, RemoteFile], selected: list[str]) -> None:
+def _check_remote_layout(repo_id: str, revision: str, files: dict, selected: list[str]) -> None:
     """Refuse before downloading: pickle files, or a repository that cannot hold a sliq model."""
-    pickles = [p for p in selected if is_pickle(p)]
+    pickles = [p for p in selected if p.lower().endswith(PICKLE_SUFFIXES)]
     if pickles:
         raise SliqError(
             f"{repo_id}@{revision}: refusing pickle file(s) {', '.join(pickles)} (sliq reads safetensors only); "
@@ -159,8 +102,76 @@ def _check_remote_layout(repo_id: str, revision: str, files: dict[str, RemoteFil
         raise SliqError(f"{repo_id}@{revision}: no model.safetensors or model.safetensors.index.json in the repository")
 
 
-def _verified(folder: Path, files: dict[str, RemoteFile], selected: list[str]) -> bool:
-    return folder.is_dir() and all(file_problem(folder / p, files[p]) is None for p in selected)
+def _cache_state(repo_id: str, commit: str, files: dict, selected: list[str]) -> tuple[Path | None, dict[str, str]]:
+    """(the cache's snapshot folder at `commit` or None, repo path -> why the cache's copy of a selected file is not
+    the listed one, MISSING when it has none)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cache = hub_cache_dir()
+    cached = {p: try_to_load_from_cache(repo_id, p, cache_dir=cache, revision=commit) for p in selected}
+    problems = {p: file_problem(c, files[p]) if isinstance(c, str) else MISSING for p, c in cached.items()}
+    config = cached["config.json"]
+    return Path(config).parent if isinstance(config, str) else None, {p: why for p, why in problems.items() if why}
+
+
+def _remove_snapshot(repo_id: str, commit: str) -> None:
+    """Delete `repo_id`'s snapshot at `commit`, its refs and the blobs no other snapshot uses (scan_cache_dir's
+    delete strategy, as `hf cache rm` does); nothing when the cache holds none."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        info = scan_cache_dir(hub_cache_dir())
+    except CacheNotFound:
+        return
+    repo = frozenset(r for r in info.repos if r.repo_type == "model" and r.repo_id == repo_id)
+    if any(rev.commit_hash == commit for r in repo for rev in r.revisions):
+        replace(info, repos=repo).delete_revisions(commit).execute()
+
+
+def _download(repo_id: str, commit: str, include: list[str] | tuple[str, ...], timeout: float, force: bool) -> Path:
+    """snapshot_download of the selection at `commit` into the cache; returns the snapshot folder."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(
+            repo_id,
+            revision=commit,
+            cache_dir=hub_cache_dir(),
+            endpoint=hub_endpoint(),
+            allow_patterns=_allow_patterns(include),
+            etag_timeout=timeout,
+            force_download=force,
+        ))
+    except Exception as e:  # network drops, HTTP errors, short reads: the client's error types vary between versions
+        raise SliqError(
+            f"{repo_id}@{commit[:12]}: download failed ({type(e).__name__}: {' '.join(str(e).split())}); "
+            "nothing was installed, run the command again to retry"
+        ) from None
+
+
+def _pull_snapshot(repo_id: str, revision: str, commit: str, files: dict, selected: list[str],
+                   include: list[str] | tuple[str, ...], timeout: float) -> tuple[ModelLayout, bool]:
+    """(layout, downloaded) of the verified snapshot at `commit`, fetching what the cache lacks (and, afresh, what it
+    holds damaged). When this fetched anything, any failure removes the snapshot again."""
+    snapshot, problems = _cache_state(repo_id, commit, files, selected)
+    try:
+        if problems:
+            snapshot = _download(repo_id, commit, include, timeout, force=any(w != MISSING for w in problems.values()))
+            left = _cache_state(repo_id, commit, files, selected)[1]
+            if left:
+                raise SliqError(
+                    f"{repo_id}@{revision}: downloaded file(s) do not match the Hub's listing, nothing was installed:"
+                    + "".join(f"\n  {p}: {why}" for p, why in sorted(left.items()))
+                )
+        try:
+            return check_layout(snapshot), bool(problems)
+        except LayoutError as e:
+            raise LayoutError(f"{repo_id}@{revision}: " + str(e).replace(str(snapshot) + "/", "")) from None
+    except BaseException:
+        if problems:
+            _remove_snapshot(repo_id, commit)
+        raise
 
 
 def pull_model(
@@ -173,67 +184,24 @@ def pull_model(
     check_repo_id(repo_id)
     revision = revision or "main"
     if hub_offline():
-        snapshot = cached_snapshot(repo_id, revision)
-        if snapshot is None:
+        layout = cached_layout(repo_id, revision)
+        if layout is None:
             raise SliqError(
                 f"{repo_id}@{revision} is not in the local Hub cache ({hub_cache_dir()}) and HF_HUB_OFFLINE is set; "
                 "unset HF_HUB_OFFLINE and run `sliq pull` with network access first"
             )
-        layout = check_layout(snapshot)
-        files = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
-        return PullResult(repo_id, revision, snapshot.name, snapshot, files, sorted(layout.heads), downloaded=False)
+        files = sorted(p.relative_to(layout.path).as_posix() for p in layout.path.rglob("*") if p.is_file())
+        return PullResult(repo_id, revision, layout.path.name, layout.path, files, sorted(layout.heads), False)
+
+    from huggingface_hub.utils import filter_repo_objects
 
     commit, files = _remote_listing(repo_id, revision, timeout)
-    selected = select_files(list(files), include)
+    selected = sorted(filter_repo_objects(files, allow_patterns=_allow_patterns(include)))
     _check_remote_layout(repo_id, revision, files, selected)
-
-    installed = repo_storage(repo_id) / "snapshots" / commit
-    if _verified(installed, files, selected):
-        layout = check_layout(installed)
-        if revision != commit:
-            atomic_write_text(repo_storage(repo_id) / "refs" / revision, commit)
-        return PullResult(repo_id, revision, commit, installed, selected, sorted(layout.heads), downloaded=False)
-
-    cache = hub_cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".sliq-pull-", dir=cache))
-    try:
-        snapshot = _download(repo_id, commit, staging, selected, timeout)
-        problems = [f"{p}: {why}" for p in selected if (why := file_problem(snapshot / p, files[p]))]
-        if problems:
-            raise SliqError(
-                f"{repo_id}@{revision}: downloaded file(s) do not match the Hub's listing, nothing was installed:\n  "
-                + "\n  ".join(problems)
-            )
-        try:
-            layout = check_layout(snapshot)
-        except LayoutError as e:
-            raise LayoutError(f"{repo_id}@{revision}: " + str(e).replace(str(snapshot) + "/", "")) from None
-        installed = install_snapshot(staging, repo_id, revision, commit)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return PullResult(repo_id, revision, commit, installed, selected, sorted(layout.heads), downloaded=True)
-
-
-def _download(repo_id: str, commit: str, staging: Path, selected: list[str], timeout: float) -> Path:
-    """snapshot_download of exactly `selected` at `commit` into the staging cache; returns the snapshot folder."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        path = snapshot_download(
-            repo_id,
-            revision=commit,
-            cache_dir=staging,
-            endpoint=hub_endpoint(),
-            allow_patterns=[glob.escape(p) for p in selected],
-            etag_timeout=timeout,
-        )
-    except Exception as e:  # network drops, HTTP errors, short reads: the client's error types vary between versions
-        raise SliqError(
-            f"{repo_id}@{commit[:12]}: download failed ({type(e).__name__}: {' '.join(str(e).split())}); "
-            "nothing was installed, run the command again to retry"
-        ) from None
-    return Path(path)
+    layout, downloaded = _pull_snapshot(repo_id, revision, commit, files, selected, include, timeout)
+    if revision != commit:  # the ref last: following it never leads to a snapshot being filled or checked
+        atomic_write_text(layout.path.parents[1] / "refs" / revision, commit)
+    return PullResult(repo_id, revision, commit, layout.path, selected, sorted(layout.heads), downloaded)
 
 
 def resolve_hub_model(spec: str) -> Path:
@@ -246,7 +214,5 @@ def resolve_hub_model(spec: str) -> Path:
     if parsed is None:
         raise UsageError(f"{spec!r} is not a Hub repository id (expected owner/name or owner/name@revision)")
     repo_id, revision = parsed
-    snapshot = cached_snapshot(repo_id, revision or "main")
-    if snapshot is not None:
-        return snapshot
-    return pull_model(repo_id, revision).path
+    layout = cached_layout(repo_id, revision or "main")
+    return layout.path if layout is not None else pull_model(repo_id, revision).path

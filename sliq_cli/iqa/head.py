@@ -2,7 +2,8 @@
 
 A head is one safetensors file: tensors `weight (D,)`, `bias ()`, `feature_mean (D,)`, `feature_std (D,)`, and the
 metadata {"format": "sliq-head", "head": "<JSON>"} whose JSON records the encoder fingerprint, the feature spec, the
-MOS scale, the dataset, the ridge alpha and the fit statistics. Any safetensors reader can open it.
+MOS scale, the dataset, the ridge alpha and the fit statistics. Any safetensors reader can open it; sliq reads it
+with sliq_cli.model.headfile.
 """
 
 from __future__ import annotations
@@ -14,13 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sliq_cli.errors import SliqError
-
-FORMAT = "sliq-head"
-
-
-class HeadError(SliqError):
-    pass
+from sliq_cli.model.headfile import FORMAT, HeadError, read_head_file
 
 
 @dataclass
@@ -103,20 +98,7 @@ class RidgeHead:
 
     @classmethod
     def load(cls, path) -> RidgeHead:
-        from safetensors import safe_open
-
-        path = Path(path)
-        try:
-            with safe_open(str(path), framework="numpy") as st:
-                md = st.metadata() or {}
-                if md.get("format") != FORMAT:
-                    raise HeadError(f"{path}: not a sliq head (format={md.get('format')!r})")
-                t = {k: st.get_tensor(k) for k in ("weight", "bias", "feature_mean", "feature_std")}
-                meta = json.loads(md.get("head", "{}"))
-        except HeadError:
-            raise
-        except Exception as e:  # corrupt header, missing tensor, bad JSON
-            raise HeadError(f"{path}: not a readable sliq head ({e})") from None
+        t, meta = read_head_file(path)
         return cls(
             t["weight"].astype(np.float64),
             float(t["bias"]),

@@ -258,11 +258,12 @@ def as_dataset(ds: Dataset | DatasetRef) -> Dataset:
 
 def open_encoder(model: str | None, device: str = "auto"):
     """Resolve `--model` and load the encoder on the resolved device."""
+    from sliq_cli.hub.pull import resolve_hub_model
     from sliq_cli.iqa.features import resolve_device
     from sliq_cli.model.checkpoint import load_encoder
     from sliq_cli.model.resolve import resolve_model
 
-    return load_encoder(resolve_model(model), resolve_device(device))
+    return load_encoder(resolve_model(model, hub=resolve_hub_model), resolve_device(device))
 
 
 def dataset_features(dataset: Dataset, encoder, *, batch_size: int | None = None, progress: ProgressFactory | None = None,

@@ -137,17 +137,22 @@ def weight_files(model_dir) -> list[Path]:
     raise CheckpointError(f"{model_dir}: no {WEIGHTS} or {INDEX}")
 
 
-def validate_checkpoint_dir(model_dir) -> dict:
-    """Check layout and weight headers without loading tensors; returns config.json."""
+def check_safetensors(path) -> None:
+    """Read a safetensors file's header only: a truncated or foreign file fails here, naming it."""
     from safetensors import safe_open
 
+    try:
+        with safe_open(str(path), framework="numpy") as st:
+            st.keys()
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def validate_checkpoint_dir(model_dir) -> dict:
+    """Check layout and weight headers without loading tensors; returns config.json."""
     meta = read_config(model_dir)
     for f in weight_files(model_dir):
-        try:
-            with safe_open(str(f), framework="pt") as st:
-                st.keys()
-        except Exception as e:  # safetensors raises its own error types for corrupt headers
-            raise CheckpointError(f"{f}: not a readable safetensors file ({e})") from None
+        check_safetensors(f)
     return meta
 
 

@@ -1,7 +1,10 @@
-"""Which model folder `--model SPEC` means: a local folder, the embedded default, the local Hub cache, the Hub."""
+"""Which model folder `--model SPEC` means: a local folder, the embedded default, a registered encoder with its
+ImageNet trunk, or a Hub repository, which the caller's `hub` step fetches (sliq_cli.hub.pull.resolve_hub_model:
+the local Hub cache, then the Hub), so that model/ needs nothing from hub/."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from sliq_cli.errors import SliqError
@@ -20,9 +23,9 @@ def embedded_model_dir() -> Path | None:
     return d if d is not None and (d / "config.json").is_file() else None
 
 
-def resolve_model(spec: str | None) -> Path:
+def resolve_model(spec: str | None, hub: Callable[[str], Path] | None = None) -> Path:
     """Return the folder of the model named by `spec` (None or "default" = the embedded default; "NAME@imagenet" =
-    registered encoder NAME with its ImageNet trunk)."""
+    registered encoder NAME with its ImageNet trunk; "ORG/NAME[@REVISION]" = what `hub` returns for it)."""
     if spec in (None, "", DEFAULT):
         d = embedded_model_dir()
         if d is None:
@@ -40,11 +43,9 @@ def resolve_model(spec: str | None) -> Path:
         return imagenet_model_dir(spec[: -len(SUFFIX)])
     if path.exists():
         raise ModelNotFound(f"{spec}: not a model folder (expected a folder with config.json and model.safetensors)")
-    if _looks_like_repo_id(spec):
-        from sliq_cli.hub.pull import resolve_hub_model
-
-        return resolve_hub_model(spec)
-    raise ModelNotFound(f"{spec}: no such model folder, and not a Hub repository id (ORG/NAME)")
+    if _looks_like_repo_id(spec) and hub is not None:
+        return hub(spec)
+    raise ModelNotFound(f"{spec}: no such model folder" + (", and not a Hub repository id (ORG/NAME)" if hub else ""))
 
 
 def _looks_like_repo_id(spec: str) -> bool:
