@@ -55,7 +55,7 @@ def main() -> None:
 
     from sliq_cli.images import list_images, pil_to_float
     from sliq_cli.iqa.explain import Explainer
-    from sliq_cli.tadac.codecs import to_uint8
+    from sliq_cli.tensors import to_uint8
     from sliq_cli.tadac.database import distortion_seed, load_work_pil
     from sliq_cli.tadac.distortions import DISTORTIONS, distort
     from sliq_cli.tadac.texts import KADIS_TO_TEXT_TYPE, N_LEVELS, TEXT_TYPES

@@ -39,7 +39,7 @@ def main() -> None:
     from sliq_cli.iqa.head import resolve_head
     from sliq_cli.model.checkpoint import load_encoder
     from sliq_cli.model.resolve import resolve_model
-    from sliq_cli.tadac.codecs import to_uint8
+    from sliq_cli.tensors import to_uint8
     from sliq_cli.tadac.database import load_work_pil
     from sliq_cli.tadac.distortions import DISTORTIONS, distort
 

@@ -148,12 +148,12 @@ def _to_rgb(img):
 
         a = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if a.max() > 255 else 255.0  # 16-bit data, or 8-bit data stored as 32-bit ints
-        return Image.fromarray(np.clip(a / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(_to_uint8(a / peak * 255.0), "L").convert("RGB")
     if img.mode == "F":
         import numpy as np
 
         a = np.asarray(img, dtype=np.float64)
-        return Image.fromarray(np.clip(a * (255.0 if a.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(_to_uint8(a * (255.0 if a.max() <= 1.0 else 1.0)), "L").convert("RGB")
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -161,6 +161,13 @@ def _to_rgb(img):
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, img).convert("RGB")
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def _to_uint8(a):
+    """Values in 0..255 (float) -> uint8, rounded half to even like tensors.to_uint8."""
+    import numpy as np
+
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
 
 
 def pil_to_tensor(img):

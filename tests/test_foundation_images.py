@@ -44,6 +44,18 @@ def test_16bit_png_is_scaled_not_clipped(tmp_path):
     assert 100 < out.mean() < 155  # a clip at 255 would give ~255 nearly everywhere
 
 
+def test_float_images_round_as_tensors_do(tmp_path):
+    import torch
+
+    from sliq_cli.tensors import to_uint8
+
+    values = np.array([[0.5, 1.5, 2.5, 100.4, 254.6]], dtype=np.float32)  # 0..255 floats: no rescale
+    Image.fromarray(values, "F").save(tmp_path / "float.tif")
+    out = np.asarray(load_image(tmp_path / "float.tif"))[0, :, 0]
+    assert out.tolist() == [0, 2, 2, 100, 255]  # half to even; truncation gave 254 for 254.6
+    assert out.tolist() == to_uint8(torch.from_numpy(values[0]), scale=1).tolist()
+
+
 def test_exif_orientation_is_applied(tmp_path, photo):
     small = photo.resize((90, 60))
     exif = Image.Exif()

@@ -75,6 +75,23 @@ def test_background_steps_hand_errors_over_and_close_after_them():
     assert not producer.thread.is_alive()
 
 
+def test_background_close_runs_the_generators_cleanup_on_its_thread():
+    from sliq_cli.background import Background
+
+    cleaned = []
+
+    def items():
+        try:
+            yield from range(10**6)
+        finally:
+            cleaned.append(True)  # e.g. a thread pool's shutdown: done before close() returns
+
+    background = Background(items(), depth=2, name="test")
+    assert next(background) == 0
+    background.close()
+    assert cleaned and not background.thread.is_alive() and background.queue.empty()
+
+
 def test_follow_leaves_a_half_written_line_for_the_next_poll(tmp_path):
     from sliq_cli.train.loop import _follow
 

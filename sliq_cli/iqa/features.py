@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import io
 import os
-import queue
-import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sliq_cli.background import Background
 from sliq_cli.images import ImageLoadError, is_jpeg, load_image, pil_to_tensor
 from sliq_cli.iqa.compiling import CompileWhenItPays
 
@@ -73,7 +72,6 @@ def jpeg_size_error(data, path) -> ImageLoadError | None:
     return None
 
 
-_DONE = object()  # end of the producer's stream
 # A canvas already in use takes an image whose own ladder canvas is smaller by at most this many pixels: a new shape
 # costs ~50-200 ms of cuDNN plans on an H200, the compute of ~100 such paddings (bench/RESULTS.md); a 8 MP photo
 # still gets its own canvas rather than a 12 MP one.
@@ -163,6 +161,8 @@ class FeatureExtractor:
         import torch
         import torch.nn.functional as F
 
+        from sliq_cli.tensors import to_uint8
+
         h, w = t.shape[-2:]
         s = self.resize_shorter / min(h, w) if self.resize_shorter else 1.0
         s = min(s, (self.max_pixels / (h * w)) ** 0.5, self.max_side / max(h, w) if self.max_side else s)
@@ -171,21 +171,14 @@ class FeatureExtractor:
         x = t.reshape(-1, *t.shape[-3:]).float()  # (B, 3, H, W)
         x = F.interpolate(x, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear", antialias=True)
         x = x.reshape(*t.shape[:-2], *x.shape[-2:])
-        return x.round().clamp(0, 255).byte() if t.dtype == torch.uint8 else x.clamp(0, 1)
+        return to_uint8(x, scale=1) if t.dtype == torch.uint8 else x.clamp(0, 1)
 
-    def _produce(self, paths: list, out: queue.Queue, stop: threading.Event) -> None:
-        """Producer thread: puts ("error", i, reason) and ("batch", indices, (B, 3, H, W) uint8 on the device,
-        CanvasLayout | None, ready event | None) on `out`, then _DONE; an exception is handed over as ("raise", exc)."""
+    def _produce(self, paths: list) -> Generator[tuple]:
+        """Run on the producer thread: yields ("error", i, reason) and ("batch", indices, (B, 3, H, W) uint8 on the
+        device, CanvasLayout | None, ready event | None)."""
         import torch
 
         from sliq_cli.model.canvas import CanvasLayout, fitted_side
-
-        def put(item) -> None:
-            while not stop.is_set():
-                try:
-                    return out.put(item, timeout=0.1)
-                except queue.Full:
-                    continue
 
         stream = torch.cuda.Stream(self.device) if self.cuda else None
         window = 8 * self.batch_pixels  # decoded pixels held at most, before the fullest bucket is flushed
@@ -194,7 +187,7 @@ class FeatureExtractor:
         pending = 0
         jpegs: list = []  # (index, item) awaiting GPU decode
 
-        def flush(key) -> None:
+        def flush(key) -> tuple:
             nonlocal pending
             idx, tensors = zip(*buckets.pop(key))
             pending -= sum(t.shape[-2] * t.shape[-1] for t in tensors)
@@ -211,7 +204,7 @@ class FeatureExtractor:
             if stream is not None:
                 ready = torch.cuda.Event()
                 ready.record(stream)
-            put(("batch", idx, batch, layout, ready))
+            return "batch", idx, batch, layout, ready
 
         def canvas_for(h: int, w: int) -> tuple[int, int]:
             own = (fitted_side(h, self.downsampling), fitted_side(w, self.downsampling))
@@ -221,52 +214,46 @@ class FeatureExtractor:
             canvases.add(key)
             return key
 
-        def add(i, t) -> None:
+        def add(i, t) -> Iterator[tuple]:
             nonlocal pending
             key = canvas_for(*t.shape[-2:]) if self.canvas else tuple(t.shape)
             buckets.setdefault(key, []).append((i, t))
             pending += t.shape[-2] * t.shape[-1]
             if len(buckets[key]) >= self._rows(key):
-                flush(key)
+                yield flush(key)
             elif pending >= window:
-                flush(max(buckets, key=lambda k: len(buckets[k]) * k[-2] * k[-1]))
+                yield flush(max(buckets, key=lambda k: len(buckets[k]) * k[-2] * k[-1]))
 
-        def decode_jpegs() -> None:
+        def decode_jpegs() -> Iterator[tuple]:
             decoded = self._decode_gpu([item for _, item in jpegs])
             done = [(i, t) for (i, _), t in zip(jpegs, decoded)]
             jpegs.clear()
             for i, t in done:
                 if isinstance(t, ImageLoadError):
-                    put(("error", i, t.reason))
+                    yield "error", i, t.reason
                 else:
-                    add(i, self._fit(t))
+                    yield from add(i, self._fit(t))
 
-        try:
-            chunk = max(1, min(16, len(paths) // (4 * self.workers)))
-            chunks = [paths[k : k + chunk] for k in range(0, len(paths), chunk)]
-            with ThreadPoolExecutor(self.workers) as pool, torch.cuda.stream(stream) if stream else nullcontext():
-                depth = (window + self.workers) // chunk + 1
-                i = 0
-                for loaded_chunk in _prefetch(pool, self._load_chunk, chunks, depth=depth):
-                    for loaded in loaded_chunk:
-                        if stop.is_set():
-                            return
-                        if isinstance(loaded, ImageLoadError):
-                            put(("error", i, loaded.reason))
-                        elif isinstance(loaded, tuple):
-                            jpegs.append((i, loaded))
-                            if len(jpegs) >= self.batch_size:
-                                decode_jpegs()
-                        else:
-                            add(i, self._fit(loaded))
-                        i += 1
-                if jpegs:
-                    decode_jpegs()
-                while buckets:
-                    flush(next(iter(buckets)))
-            put(_DONE)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
-            put(("raise", e))
+        chunk = max(1, min(16, len(paths) // (4 * self.workers)))
+        chunks = [paths[k : k + chunk] for k in range(0, len(paths), chunk)]
+        with ThreadPoolExecutor(self.workers) as pool, torch.cuda.stream(stream) if stream else nullcontext():
+            depth = (window + self.workers) // chunk + 1
+            i = 0
+            for loaded_chunk in _prefetch(pool, self._load_chunk, chunks, depth=depth):
+                for loaded in loaded_chunk:
+                    if isinstance(loaded, ImageLoadError):
+                        yield "error", i, loaded.reason
+                    elif isinstance(loaded, tuple):
+                        jpegs.append((i, loaded))
+                        if len(jpegs) >= self.batch_size:
+                            yield from decode_jpegs()
+                    else:
+                        yield from add(i, self._fit(loaded))
+                    i += 1
+            if jpegs:
+                yield from decode_jpegs()
+            while buckets:
+                yield flush(next(iter(buckets)))
 
     # -- the model (consumer side) ---------------------------------------------------------------------------
     def _forward(self, scale_features, batch, layout, n: int):
@@ -319,11 +306,7 @@ class FeatureExtractor:
         paths = list(paths)
         self.compiler = CompileWhenItPays(self.encoder.scale_features, len(paths)) if self.compile else None
         scale_features = self.compiler or self.encoder.scale_features
-        out: queue.Queue = queue.Queue(maxsize=2)
-        stop = threading.Event()
-        producer = threading.Thread(target=self._produce, args=(paths, out, stop), daemon=True,
-                                    name="sliq-images")
-        producer.start()
+        items = Background(self._produce(paths), depth=2, name="sliq-images")
         # On a GPU, the last batch launched is read back after the next launch, so the device always has work queued
         # (at once if no next batch is waiting: the first score comes early).
         in_flight = None
@@ -337,9 +320,7 @@ class FeatureExtractor:
 
         try:
             with torch.inference_mode():
-                while (item := out.get()) is not _DONE:
-                    if item[0] == "raise":
-                        raise item[1]
+                for item in items:
                     if item[0] == "error":
                         yield item[1], None, item[2]
                         continue
@@ -353,14 +334,13 @@ class FeatureExtractor:
                         previous, in_flight = in_flight, None
                     if previous is not None:
                         yield from read_back(previous)
-                    if in_flight is not None and out.empty():  # nothing to overlap with yet: results now
+                    if in_flight is not None and items.queue.empty():  # nothing to overlap with yet: results now
                         previous, in_flight = in_flight, None
                         yield from read_back(previous)
                 if in_flight is not None:
                     yield from read_back(in_flight)
         finally:
-            stop.set()  # a consumer that stops early (an error, a closed generator) releases the producer
-            producer.join()
+            items.close()  # a consumer that stops early (an error, a closed generator) releases the producer
 
 
 def _prefetch(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, depth: int):

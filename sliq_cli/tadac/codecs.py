@@ -1,7 +1,7 @@
 """Real JPEG and JPEG2000 round trips for the codec distortions (types 9 and 10).
 
-Images arrive as (B, 3, H, W) float [0, 1] and are quantised to uint8 the way MATLAB's im2uint8 does (round),
-encoded, decoded and returned as float on the input's device.
+Images arrive as (B, 3, H, W) float [0, 1] and are quantised to uint8 by rounding (tensors.to_uint8; MATLAB's
+im2uint8 rounds too, halves up rather than to even), encoded, decoded and returned as float on the input's device.
 
 - JPEG: torchvision's libjpeg encoder on CPU tensors. On CUDA the whole batch goes through nvJPEG
   (torchvision >= 0.19 encodes and decodes lists of CUDA tensors); older torchvision round-trips via the CPU.
@@ -19,10 +19,7 @@ import torch
 from PIL import Image, features
 from torchvision.io import decode_jpeg, encode_jpeg
 
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) float [0, 1] -> uint8 with rounding (MATLAB im2uint8)."""
-    return (images.float() * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+from sliq_cli.tensors import to_uint8
 
 
 def jpeg_roundtrip(images: torch.Tensor, quality: int) -> torch.Tensor:

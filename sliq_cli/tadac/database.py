@@ -52,6 +52,7 @@ from sliq_cli.atomic import atomic_path, atomic_write_json, atomic_write_text
 from sliq_cli.csvfile import open_csv
 from sliq_cli.errors import InputError, UsageError
 from sliq_cli.images import ImageLoadError, list_images, load_image, pil_to_float
+from sliq_cli.parallel import process_map
 from sliq_cli.tadac.appearance import ATTRIBUTES, BINS, appearance, bin_value, tertiles
 from sliq_cli.tadac.saliency import saliency_box
 from sliq_cli.tadac.texts import N_KADIS_TYPES, N_LEVELS, TEXT_TYPES, VARIANTS_PER_PRISTINE, phrase_bank
@@ -171,7 +172,9 @@ def tensor_to_pil(x):
     """(3, h, w) float [0, 1] tensor -> 8-bit PIL RGB image (rounded)."""
     from PIL import Image
 
-    return Image.fromarray((x.clamp(0, 1) * 255.0 + 0.5).byte().permute(1, 2, 0).cpu().numpy())
+    from sliq_cli.tensors import to_uint8
+
+    return Image.fromarray(to_uint8(x).permute(1, 2, 0).cpu().numpy())
 
 
 def load_work_image(record: Record):
@@ -313,33 +316,16 @@ def _assign_ids(cands: list[_Candidate]) -> None:
 
 
 def _run_pool(fn, items: list, workers: int, stage: str, progress: Progress | None, uses_torch: bool = False):
-    """fn over items in order, in `workers` processes (inline for 1), reporting progress per item.
-
-    Pure numpy/Pillow work forks (works from any caller: a notebook, stdin, an unguarded script); torch work spawns,
-    because a process forked after torch started its OpenMP threads can deadlock (spawn needs the caller's main
-    module to be import-safe, as `sliq` and `python -m sliq_cli` are).
-    """
+    """process_map's results as a list, reporting progress per item."""
     total = len(items)
     if progress:
         progress(stage, 0, total)
-    if workers <= 1 or total <= 1:
-        results = []
-        for i, item in enumerate(items, 1):
-            results.append(fn(item))
-            if progress:
-                progress(stage, i, total)
-        return results
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    method = "spawn" if uses_torch or "fork" not in multiprocessing.get_all_start_methods() else "fork"
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method)) as pool:
-        results = []
-        for i, res in enumerate(pool.map(fn, items, chunksize=max(1, min(16, total // (workers * 8)))), 1):
-            results.append(res)
-            if progress:
-                progress(stage, i, total)
-        return results
+    results = []
+    for i, res in enumerate(process_map(fn, items, workers, uses_torch), 1):
+        results.append(res)
+        if progress:
+            progress(stage, i, total)
+    return results
 
 
 def _counts(records: list[Record], skipped: int) -> dict:
@@ -474,7 +460,6 @@ def _materialize_one(job: tuple[str, str, str, int]) -> int:
     from sliq_cli.tadac.distortions import distort
 
     path, record_id, folder, seed = job
-    torch.set_num_threads(1)  # one process per core already
     img = load_work_pil(path)
     x = pil_to_float(img)[None]  # (1, 3, h, w)
     outputs = [(f"{record_id}.png", x)]

@@ -23,25 +23,23 @@ draws exactly what the uninterrupted run would have drawn.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
-import queue
 import random
-import threading
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sliq_cli.background import Background
 from sliq_cli.errors import SliqError
-from sliq_cli.tadac.codecs import to_uint8
+from sliq_cli.parallel import process_map
 from sliq_cli.tadac.distortions import distort
 from sliq_cli.tadac.saliency import centred_window
 from sliq_cli.tadac.texts import VARIANTS_PER_PRISTINE, decode_variant, sample_texts
+from sliq_cli.tensors import to_uint8
 from sliq_cli.train.views import (
     crop_flat,
     half_scale_boxes,
@@ -119,20 +117,13 @@ class ImageStore:
         base = np.concatenate([[0], np.cumsum(numel)[:-1]]).astype(np.int64)
         flat = torch.empty(int(numel.sum()), dtype=torch.uint8, device=device)
         jobs = [(r, r.kind == "pristine") for r in records]
-        with contextlib.ExitStack() as stack:
-            if workers > 1:  # spawn, not fork: the parent may hold a CUDA context or NCCL threads
-                ctx = torch.multiprocessing.get_context("spawn")
-                pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=torch.set_num_threads, initargs=(1,))
-                results = stack.enter_context(pool).map(_decode_worker, jobs)
-            else:
-                results = map(_decode_worker, jobs)
-            for i, (img, codec) in enumerate(results):
-                flat[base[i] : base[i] + img.size].copy_(torch.from_numpy(img).reshape(-1))
-                if codec is not None:
-                    k = codec_id[i, 0]
-                    flat[base[k] : base[k] + codec.size].copy_(torch.from_numpy(codec).reshape(-1))
-                if progress is not None:
-                    progress(i + 1, n)
+        for i, (img, codec) in enumerate(process_map(_decode_worker, jobs, workers, uses_torch=True)):
+            flat[base[i] : base[i] + img.size].copy_(torch.from_numpy(img).reshape(-1))
+            if codec is not None:
+                k = codec_id[i, 0]
+                flat[base[k] : base[k] + codec.size].copy_(torch.from_numpy(codec).reshape(-1))
+            if progress is not None:
+                progress(i + 1, n)
         return cls(flat, base, size, codec_id)
 
     def images(self, ids: np.ndarray) -> torch.Tensor:
@@ -236,53 +227,17 @@ class Batch:
     text_mask: torch.Tensor | None  # (b,) bool, False where the sample has no true text (a --texts subset)
 
 
-class BackgroundSteps:
-    """Runs produce(step) for each step in a daemon thread, at most `depth` results ahead of the consumer.
-
-    get(step) returns the results in order and re-raises the producer's error; close() stops the thread (it checks a
-    stop event between steps and while waiting on the full queue) and drops the results it built, which may hold
-    device memory: without it, a failed consumer would leave the thread blocked on the full queue for good.
-    """
+class BackgroundSteps(Background):
+    """produce(step) for each step, in a daemon thread, at most `depth` results ahead of the consumer; get(step)
+    returns them in order (background.py: errors, close())."""
 
     def __init__(self, produce: Callable[[int], object], steps: range, depth: int, name: str):
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(produce, steps), daemon=True, name=name)
-        self.thread.start()
-
-    def _run(self, produce, steps: range) -> None:
-        try:
-            for step in steps:
-                if self._stop.is_set() or not self._put((step, produce(step))):
-                    return
-        except BaseException as e:  # hand the error to the consumer, which re-raises it
-            self._put((None, e))
-
-    def _put(self, item) -> bool:
-        """Queue item, waiting while the queue is full; False (item dropped) once close() was called."""
-        while not self._stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
+        super().__init__(((step, produce(step)) for step in steps), depth, name)
 
     def get(self, step: int):
-        got, item = self.queue.get()
-        if got is None:
-            raise item
+        got, item = next(self)
         assert got == step, f"prefetched step {got}, expected {step}"
         return item
-
-    def close(self, timeout: float = 60.0) -> None:
-        self._stop.set()
-        self.thread.join(timeout)  # a step in progress finishes first; the thread is a daemon if it never does
-        while True:
-            try:
-                self.queue.get_nowait()
-            except queue.Empty:
-                return
 
 
 class Prefetcher:
@@ -320,7 +275,7 @@ class Prefetcher:
 
     def close(self) -> None:
         if self.cuda:
-            self.background.close()
+            self.background.close(timeout=60.0)  # a step in progress finishes first
 
 
 def _to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -446,5 +401,5 @@ class ViewMaker:
                                flat.device)  # (m, 5)
             square = crop_flat(flat, hplan[:, 0], hplan[:, 1:3], hplan[:, 3:5], int(side)).float()  # (m, 3, s, s)
             small = F.interpolate(square, size=(p, p), mode="bilinear", antialias=True, align_corners=False)
-            crops[2, _to_device(members, flat.device)] = small.round_().clamp_(0, 255).to(torch.uint8)
+            crops[2, _to_device(members, flat.device)] = to_uint8(small, scale=1)
         return crops
