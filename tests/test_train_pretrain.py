@@ -174,3 +174,25 @@ def test_resume_from_an_export_that_travelled(tmp_path, example_photos):
 
 
 
+
+
+def test_the_bar_follows_worker_logs_without_a_training_event():
+    """With --gpus N the parent reads the workers' step records only: on a terminal the bar still appears and moves
+    (it used to wait for a "training" event that never came); off a terminal each step is a plain line."""
+    from sliq_cli.cli.pretrain import _ProgressView
+
+    class Console:
+        def __init__(self, terminal):
+            self.is_terminal, self.lines = terminal, []
+
+        def print(self, text, **_):
+            self.lines.append(text)
+
+    step = {"step": 2, "total": 10, "loss": 1.5, "loss_it": 1.0, "loss_ii": 0.5, "samples_per_s": 100.0, "lr": 1e-3}
+    drawn = []
+    terminal = Console(True)
+    _ProgressView(terminal, lambda *args, **kw: drawn.append(args)).update(step)
+    assert drawn == [("pretrain", 2, 10)] and terminal.lines == []
+    plain = Console(False)
+    _ProgressView(plain, lambda *args, **kw: drawn.append(args)).update(step)
+    assert plain.lines == ["step 2/10 loss 1.500 (it 1.00 ii 0.50) 100/s lr 1.00e-03"]

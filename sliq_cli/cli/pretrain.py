@@ -79,7 +79,6 @@ class _ProgressView:
 
     def __init__(self, console, bar):
         self.console, self.bar = console, bar
-        self.training = False  # the bar starts at the "training" event, from the run's first step
 
     def update(self, record: dict) -> None:
         event = record.get("event")
@@ -90,12 +89,11 @@ class _ProgressView:
                                "travel with it and starts from zero")
         elif event == "training":
             self.bar("pretrain", record["start"], record["total"], stats="")
-            self.training = True
         elif event is None:
             stats = f"loss {record['loss']:.3f} (it {record['loss_it']:.2f} ii {record['loss_ii']:.2f}) " \
                     f"{record['samples_per_s']:.0f}/s"
             if not self.console.is_terminal:
                 self.console.print(f"step {record['step']}/{record['total']} {stats} lr {record['lr']:.2e}",
                                    highlight=False)
-            elif self.training:
-                self.bar("pretrain", record["step"], stats=stats)
+            else:  # with --gpus N the records come from the workers' log, without the "training" event
+                self.bar("pretrain", record["step"], record["total"], stats=stats)
