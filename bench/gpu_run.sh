@@ -12,7 +12,7 @@
 #   bash bench/gpu_run.sh collect NAME                   # $OUT/NAME.tar.part-*: config, tokenizer, log, export
 #
 # A detached run (setsid) outlives the call that started it and runs until the machine goes back; `collect` packs
-# what a later session needs to continue it with `sliq pretrain --out RUN --resume` (see sliq_cli/train/loop.py).
+# what a later session needs to continue it with `sliq pretrain --out RUN --resume` (see sliq_cli/train/state.py).
 set -euo pipefail
 shopt -s nullglob
 W=${W:-/tmp/sliq-gpu}
