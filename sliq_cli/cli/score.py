@@ -108,6 +108,8 @@ def score(
             warn(f"stopped after {done} of {len(files)} images: {output} is unchanged; the results so far are in "
                  f"{_partial(output)}")
         raise
+    if metric.extractor.compiler is not None:  # --compile: what it compiled, and why the rest ran eager
+        err_console().print(metric.extractor.compiler.report(), style="dim", highlight=False)
     if failed:
         err_console().print(f"{len(files) - failed} of {len(files)} images scored; {failed} failed")
         raise typer.Exit(1)
