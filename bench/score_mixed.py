@@ -15,8 +15,8 @@ per process) with the model loaded before the clock starts (loading includes the
 nvJPEG and cuDNN), and reports images/s from the first file read to the last score and after the first score, the
 time to the first score, the batches run and their shapes, and the peak GPU memory. Faithfulness: each mode's scores
 against the exact ones, per image (SROCC and the largest difference), on every folder and on --clive.
-The probe (--probe) times the model's first and second call at new input shapes: what a new shape costs; --cold
-times a fresh process's one-time costs one by one (bench/new_shape_cost.py has the per-layer and per-layout view).
+--cold times a fresh process's one-time costs one by one; bench/new_shape_cost.py times what a new input shape costs,
+per layout and per layer.
 """
 
 from __future__ import annotations
@@ -162,32 +162,6 @@ def cold_start(model: str, folder: str, device: str) -> dict:
     return t
 
 
-def probe(model: str, device: str, batch_size: int) -> list[dict]:
-    """The model's first and second call at new input shapes (synchronised): the first builds cuDNN's plans."""
-    import torch
-
-    from sliq_cli.api import load
-
-    encoder = load(model, None, device).extractor.encoder.to(device).eval()
-    encoder.to(memory_format=torch.channels_last)
-    rows = []
-    for h, w in [(384, 512), (375, 500), (333, 500), (512, 384), (340, 512), (256, 256), (480, 360), (300, 400)]:
-        x = torch.rand(batch_size, 3, h, w, device=device).contiguous(memory_format=torch.channels_last)
-        times = []
-        for _ in range(3):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-                encoder.quality_features(x)
-            torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        rows.append({"shape": [batch_size, 3, h, w], "first_ms": 1000 * times[0], "second_ms": 1000 * times[1],
-                     "third_ms": 1000 * times[2]})
-        print(f"probe {batch_size}x3x{h}x{w}: first {1000 * times[0]:.0f} ms, then {1000 * times[1]:.1f} / "
-              f"{1000 * times[2]:.1f} ms", flush=True)
-    return rows
-
-
 def faithfulness(exact: dict, other: dict) -> dict:
     import numpy as np
     from scipy.stats import spearmanr
@@ -206,7 +180,6 @@ def main() -> None:
     ap.add_argument("--folders", default="kit,phone,web")
     ap.add_argument("--modes", default="exact,canvas,compile")
     ap.add_argument("--clive", type=Path, default=None, help="a folder of LIVE Challenge images (faithfulness)")
-    ap.add_argument("--probe", action="store_true")
     ap.add_argument("--cold", action="store_true", help="time a fresh process's one-time costs (on the first folder)")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
@@ -220,8 +193,6 @@ def main() -> None:
 
     print(f"machine: {describe()}", flush=True)
     report = {"machine": machine(), "model": args.model, "batch_size": args.batch_size, "runs": [], "faithfulness": []}
-    if args.probe:
-        report["probe"] = probe(args.model, args.device, 4)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         folders = make_folders(work, args.folders.split(","))

@@ -51,7 +51,7 @@ def test_offsets_keep_the_sampling_grid():
         c = fitted_side(n, downsampling)
         assert c % 32 == 0 and c >= n and c <= canvas_side(n + 31)
         levels = offset_levels(n, c, downsampling)
-        size, canvas = n, c
+        canvas = c
         for (o, m), (o_next, m_next), (k, pad) in zip(levels, levels[1:], downsampling):
             assert m_next == math.ceil(m / 2) and o + m <= canvas
             assert 2 * o_next - top_pad(k, pad, canvas) == o - top_pad(k, pad, m)  # first windows coincide

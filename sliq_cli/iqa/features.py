@@ -107,7 +107,9 @@ class FeatureExtractor:
             raise UsageError("--compile needs a CUDA device (torch.compile's CPU backend needs a C++ toolchain)")
         self.compile = compile
         self.compiler: CompileWhenItPays | None = None  # set by iter() under --compile
+        self.encoder.to(device).eval()
         if self.cuda:
+            self.encoder.to(memory_format=self._memory_format())
             self._warm_up()
 
     # -- loading (producer side) -----------------------------------------------------------------------------
@@ -268,7 +270,6 @@ class FeatureExtractor:
         import torch
         from PIL import Image
 
-        self.encoder.to(self.device).eval().to(memory_format=self._memory_format())
         jpeg = io.BytesIO()
         Image.new("RGB", (16, 16)).save(jpeg, format="JPEG")
         self._decode_gpu([("jpeg", "warm-up", bytearray(jpeg.getvalue()))])
@@ -300,9 +301,6 @@ class FeatureExtractor:
     def iter(self, paths: list) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
         import torch
 
-        self.encoder.to(self.device).eval()
-        if self.cuda:
-            self.encoder.to(memory_format=self._memory_format())
         paths = list(paths)
         self.compiler = CompileWhenItPays(self.encoder.scale_features, len(paths)) if self.compile else None
         scale_features = self.compiler or self.encoder.scale_features
