@@ -25,11 +25,13 @@ def features_cache_dir() -> Path:
 
 
 def embedded_weights_dir() -> Path | None:
-    """The repository's weights/ folder, installed as the data package `sliq_cli.weights` (editable or not)."""
+    """The repository's weights/ folder, installed as the data package `sliq_cli.weights` (editable or not), or,
+    running from a checkout without installing (PYTHONPATH=checkout), the checkout's own weights/."""
     spec = importlib.util.find_spec("sliq_cli.weights")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    checkout = Path(__file__).resolve().parents[1]
+    return checkout / "weights" if (checkout / "pyproject.toml").is_file() else None
 
 
 def data_root(explicit: str | os.PathLike | None = None) -> Path | None:

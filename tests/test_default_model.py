@@ -50,3 +50,14 @@ def test_default_model_ships_small_with_its_text_tower(example_photos):
     (record,) = explain([example_photos[0]], top=3, device="cpu")
     assert len(record["descriptions"]) == 3 and all(d["text"] for d in record["descriptions"])
     assert 0 < record["score"] < 100
+
+
+def test_a_checkout_run_without_installing_finds_its_weights(monkeypatch):
+    """PYTHONPATH=checkout python -m sliq_cli (as on a machine where nothing installs) finds weights/ beside the
+    package when the data package `sliq_cli.weights` is not installed."""
+    import importlib.util
+
+    from sliq_cli import paths
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert paths.embedded_weights_dir() == embedded_model_dir()

@@ -92,3 +92,22 @@ def test_rescaled_canvas_equals_rescaled_images():
         alone = F.interpolate(im[None], size=(round(im.shape[1] / 2), round(im.shape[2] / 2)), mode="bilinear",
                               antialias=True)[0]
         assert torch.allclose(half[i, :, top:top + h, left:left + w], alone, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pointwise_equals_the_1x1_convolution(channels_last):
+    """The matrix product that canvas batches use on CUDA for 1x1 layers (no cuDNN plan per shape) computes the
+    convolution, in either memory layout, with and without bias, and keeps the input's layout."""
+    import torch.nn.functional as F
+
+    from sliq_cli.model.efficientnet import pointwise
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 24, 7, 9, generator=gen)
+    w, b = torch.randn(40, 24, 1, 1, generator=gen), torch.randn(40, generator=gen)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    for bias in (b, None):
+        y = pointwise(x, w, bias)
+        torch.testing.assert_close(y, F.conv2d(x, w, bias), rtol=1e-5, atol=1e-5)
+        assert y.is_contiguous(memory_format=torch.channels_last) == channels_last

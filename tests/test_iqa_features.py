@@ -38,7 +38,7 @@ def mixed(tmp_path, example_photos):
 
 
 def _sliq_threads():
-    return [t for t in threading.enumerate() if t.name == "sliq-images"]
+    return [t for t in threading.enumerate() if t.name.startswith("sliq-images")]
 
 
 @pytest.mark.parametrize("canvas", [False, True])
@@ -129,3 +129,63 @@ def test_compile_only_where_it_pays(encoder, tmp_path, example_photos, monkeypat
         assert "compiled" in ex.compiler.report()
     reference = extract_features(encoder, paths, batch_size=1).features
     np.testing.assert_allclose(np.stack([got[i] for i in range(len(paths))]), reference, rtol=1e-4, atol=1e-5)
+
+
+def _batches(ex, paths) -> list[tuple[int, tuple]]:
+    """(images, batch shape) of each batch the extractor runs, in order."""
+    seen = []
+    forward = ex._forward
+
+    def recorded(scale_features, batch, layout, n):
+        seen.append((n, tuple(batch.shape)))
+        return forward(scale_features, batch, layout, n)
+
+    ex._forward = recorded
+    list(ex.iter(paths))
+    return seen
+
+
+def test_leftover_buckets_merge_at_the_end(encoder, tmp_path, example_photos):
+    """Images whose canvases differ end in one batch when the larger canvas holds the others cheaply (one shape
+    fewer), padded to a multiple of 8 rows, with the features each image gets alone."""
+    src = Image.open(example_photos[0]).convert("RGB")
+    paths = []
+    for i, w in enumerate([100, 100, 100, 130, 130]):  # canvases 64 x 128, then 64 x 160 (too large to reuse)
+        p = tmp_path / f"im{i}.png"
+        src.resize((w, 60)).save(p)
+        paths.append(p)
+    ex = FeatureExtractor(encoder, batch_size=16, canvas=True)
+    assert _batches(ex, paths) == [(5, (8, 3, 64, 160))]
+    together = extract_features(encoder, paths, batch_size=16, canvas=True).features
+    alone = np.stack([extract_features(encoder, [p], batch_size=1).features[0] for p in paths])
+    np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_the_first_batch_goes_early(encoder, tmp_path, example_photos):
+    """The model starts after FIRST_BATCH images, not after a full batch: the first score comes early."""
+    from sliq_cli.iqa.features import FIRST_BATCH
+
+    src = Image.open(example_photos[0]).convert("RGB").resize((40, 30))
+    paths = []
+    for i in range(FIRST_BATCH + 5):
+        src.save(tmp_path / f"im{i}.png")
+        paths.append(tmp_path / f"im{i}.png")
+    sizes = [n for n, _ in _batches(FeatureExtractor(encoder, batch_size=64), paths)]
+    assert sizes == [FIRST_BATCH, 5]
+
+
+def test_reading_ahead_is_bounded(encoder, tmp_path, example_photos, monkeypatch):
+    """A caller that takes one result has not made the pool read the whole folder (memory stays bounded on a folder
+    of a million files)."""
+    src = Image.open(example_photos[0]).convert("RGB").resize((16, 12))
+    paths = []
+    for i in range(400):
+        src.save(tmp_path / f"im{i}.png")
+        paths.append(tmp_path / f"im{i}.png")
+    loads = []
+    load = FeatureExtractor._load
+    monkeypatch.setattr(FeatureExtractor, "_load", lambda self, p: loads.append(p) or load(self, p))
+    stream = FeatureExtractor(encoder, batch_size=1, workers=1).iter(paths)
+    next(stream)
+    stream.close()
+    assert len(loads) < 100

@@ -77,6 +77,10 @@ def jpeg_size_error(data, path) -> ImageLoadError | None:
 # still gets its own canvas rather than a 12 MP one.
 CANVAS_REUSE_PIXELS = 512 * 512
 BATCH_PIXELS_PER_IMAGE = 512 * 512  # a batch holds at most batch_size images or batch_size x this many pixels
+ROW_MULTIPLE = 8
+FIRST_BATCH = 16
+# What one more batch shape costs on an H200 (~40 ms: eager launches, cuDNN plans), in pixels of compute.
+NEW_SHAPE_PIXELS = 16 * 2**20
 
 
 class FeatureExtractor:
@@ -146,6 +150,10 @@ class FeatureExtractor:
         from torchvision.io import ImageReadMode, decode_jpeg
 
         datas = [torch.frombuffer(d, dtype=torch.uint8) for _, _, d in items]
+        # torchvision allocates the outputs on our current stream but nvJPEG writes them on a stream of its own,
+        # which does not wait for ours: memory we freed while our last pastes were still queued would be
+        # overwritten under them (a few corrupted images a folder, measured on an H200). Drain our stream first.
+        torch.cuda.current_stream(self.device).synchronize()
         try:
             return decode_jpeg(datas, mode=ImageReadMode.RGB, device=self.device, apply_exif_orientation=True)
         except RuntimeError:
@@ -177,31 +185,41 @@ class FeatureExtractor:
 
     def _produce(self, paths: list) -> Generator[tuple]:
         """Run on the producer thread: yields ("error", i, reason) and ("batch", indices, (B, 3, H, W) uint8 on the
-        device, CanvasLayout | None, ready event | None)."""
+        device, CanvasLayout | None, ready event | None). Its device work runs on a side stream."""
         import torch
 
         from sliq_cli.model.canvas import CanvasLayout, fitted_side
 
         stream = torch.cuda.Stream(self.device) if self.cuda else None
+
+        def on_side_stream():
+            return torch.cuda.stream(stream) if stream is not None else nullcontext()
+
         window = 8 * self.batch_pixels  # decoded pixels held at most, before the fullest bucket is flushed
         buckets: OrderedDict[tuple, list] = OrderedDict()  # (H, W) of a size or a canvas -> [(index, image)]
         canvases: set[tuple[int, int]] = set()
-        pending = 0
+        pending = added = 0
+        flushed = False
+        # The first batch is small and goes at once, so the model starts while the rest is still being read.
+        first = min(FIRST_BATCH, self.batch_size)
         jpegs: list = []  # (index, item) awaiting GPU decode
 
         def flush(key) -> tuple:
-            nonlocal pending
+            nonlocal pending, flushed
+            flushed = True
             idx, tensors = zip(*buckets.pop(key))
             pending -= sum(t.shape[-2] * t.shape[-1] for t in tensors)
             layout = None
             rows = self._rows(key)
-            if self.canvas and (len(idx) < rows or any(tuple(t.shape[-2:]) != key for t in tensors)):
-                # Short batches are padded to full ones: a new batch shape costs more than the filler's compute.
-                layout = CanvasLayout.fitting([t.shape[-2:] for t in tensors], self.downsampling, rows=rows,
-                                              canvas=key)
-                batch = layout.paste(tensors, self.device)  # (rows, 3, H, W) uint8
-            else:  # full, one size (a ladder side fits at offset 0): no canvas, no masks
-                batch = torch.stack([t.to(self.device, non_blocking=True) for t in tensors])  # (B, 3, H, W) uint8
+            with on_side_stream():
+                if self.canvas and (len(idx) < rows or any(tuple(t.shape[-2:]) != key for t in tensors)):
+                    # Short batches are padded to a multiple of ROW_MULTIPLE rows: a few batch shapes, little filler.
+                    rows = min(rows, -(-len(idx) // ROW_MULTIPLE) * ROW_MULTIPLE)
+                    layout = CanvasLayout.fitting([t.shape[-2:] for t in tensors], self.downsampling, rows=rows,
+                                                  canvas=key)
+                    batch = layout.paste(tensors, self.device)  # (rows, 3, H, W) uint8
+                else:  # full, one size (a ladder side fits at offset 0): no canvas, no masks
+                    batch = torch.stack([t.to(self.device, non_blocking=True) for t in tensors])  # (B, 3, H, W)
             ready = None
             if stream is not None:
                 ready = torch.cuda.Event()
@@ -217,29 +235,46 @@ class FeatureExtractor:
             return key
 
         def add(i, t) -> Iterator[tuple]:
-            nonlocal pending
+            nonlocal pending, added
             key = canvas_for(*t.shape[-2:]) if self.canvas else tuple(t.shape)
             buckets.setdefault(key, []).append((i, t))
             pending += t.shape[-2] * t.shape[-1]
+            added += 1
             if len(buckets[key]) >= self._rows(key):
                 yield flush(key)
-            elif pending >= window:
+            elif pending >= window or (not flushed and added >= first):
                 yield flush(max(buckets, key=lambda k: len(buckets[k]) * k[-2] * k[-1]))
 
         def decode_jpegs() -> Iterator[tuple]:
-            decoded = self._decode_gpu([item for _, item in jpegs])
-            done = [(i, t) for (i, _), t in zip(jpegs, decoded)]
+            with on_side_stream():
+                decoded = self._decode_gpu([item for _, item in jpegs])
+                done = [(i, t if isinstance(t, ImageLoadError) else self._fit(t)) for (i, _), t in zip(jpegs, decoded)]
             jpegs.clear()
             for i, t in done:
                 if isinstance(t, ImageLoadError):
                     yield "error", i, t.reason
                 else:
-                    yield from add(i, self._fit(t))
+                    yield from add(i, t)
+
+        def merge_leftovers() -> None:
+            """At the folder's end, a bucket joins another whose canvas holds its images and whose batch has room,
+            when that pads fewer than NEW_SHAPE_PIXELS: cheaper than one more batch shape."""
+            while True:
+                for a in sorted(buckets, key=lambda k: k[0] * k[1]):
+                    holders = [b for b in buckets if b != a and b[0] >= a[0] and b[1] >= a[1]
+                               and len(buckets[a]) + len(buckets[b]) <= self._rows(b)
+                               and len(buckets[a]) * (b[0] * b[1] - a[0] * a[1]) <= NEW_SHAPE_PIXELS]
+                    if holders:
+                        buckets[min(holders, key=lambda k: k[0] * k[1])].extend(buckets.pop(a))
+                        break
+                else:
+                    return
 
         chunk = max(1, min(16, len(paths) // (4 * self.workers)))
         chunks = [paths[k : k + chunk] for k in range(0, len(paths), chunk)]
-        with ThreadPoolExecutor(self.workers) as pool, torch.cuda.stream(stream) if stream else nullcontext():
-            depth = (window + self.workers) // chunk + 1
+        depth = max(2 * self.workers, 4 * self.batch_size // chunk)  # chunks read ahead: bounded memory
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sliq-images")
+        try:
             i = 0
             for loaded_chunk in _prefetch(pool, self._load_chunk, chunks, depth=depth):
                 for loaded in loaded_chunk:
@@ -247,15 +282,19 @@ class FeatureExtractor:
                         yield "error", i, loaded.reason
                     elif isinstance(loaded, tuple):
                         jpegs.append((i, loaded))
-                        if len(jpegs) >= self.batch_size:
+                        if len(jpegs) >= (self.batch_size if flushed else first):
                             yield from decode_jpegs()
                     else:
                         yield from add(i, self._fit(loaded))
                     i += 1
             if jpegs:
                 yield from decode_jpegs()
+            if self.canvas:
+                merge_leftovers()
             while buckets:
                 yield flush(next(iter(buckets)))
+        finally:  # also when the caller stops early: files not yet read are not read
+            pool.shutdown(cancel_futures=True)
 
     # -- the model (consumer side) ---------------------------------------------------------------------------
     def _forward(self, scale_features, batch, layout, n: int):
@@ -266,15 +305,23 @@ class FeatureExtractor:
 
     def _warm_up(self) -> None:
         """What a fresh process pays once, paid while loading rather than on the first batch: torchvision's import,
-        nvJPEG's start and cuDNN's (~2 s on an H200, bench/score_mixed.py --cold)."""
+        nvJPEG's start, cuDNN's, and the loading of the kernels a canvas batch of photos runs (~2 s on an H200,
+        bench/score_mixed.py --cold)."""
         import torch
         from PIL import Image
+
+        from sliq_cli.model.canvas import CanvasLayout
 
         jpeg = io.BytesIO()
         Image.new("RGB", (16, 16)).save(jpeg, format="JPEG")
         self._decode_gpu([("jpeg", "warm-up", bytearray(jpeg.getvalue()))])
+        sizes = [(375, 500), (500, 375)]
+        layout = CanvasLayout.fitting(sizes, self.downsampling, rows=ROW_MULTIPLE)
+        photos = [torch.zeros(3, h, w, dtype=torch.uint8, device=self.device) for h, w in sizes]
         with torch.inference_mode():
             self._run(self.encoder.quality_features, torch.zeros(1, 3, 64, 64, device=self.device))
+            self._forward(self.encoder.scale_features, layout.paste(photos, self.device), layout, len(sizes))
+        torch.cuda.synchronize(self.device)
 
     def _memory_format(self):
         import torch
@@ -317,26 +364,25 @@ class FeatureExtractor:
             yield from zip(idx, feats, [None] * len(idx))
 
         try:
-            with torch.inference_mode():
-                for item in items:
-                    if item[0] == "error":
-                        yield item[1], None, item[2]
-                        continue
-                    _, idx, batch, layout, ready = item
-                    if ready is not None:
-                        current = torch.cuda.current_stream(self.device)
-                        current.wait_event(ready)
-                        batch.record_stream(current)  # made on the producer's stream, used on this one
-                    previous, in_flight = in_flight, (idx, self._forward(scale_features, batch, layout, len(idx)))
-                    if not self.cuda:  # computed already: nothing to overlap with
-                        previous, in_flight = in_flight, None
-                    if previous is not None:
-                        yield from read_back(previous)
-                    if in_flight is not None and items.queue.empty():  # nothing to overlap with yet: results now
-                        previous, in_flight = in_flight, None
-                        yield from read_back(previous)
-                if in_flight is not None:
-                    yield from read_back(in_flight)
+            for item in items:
+                if item[0] == "error":
+                    yield item[1], None, item[2]
+                    continue
+                _, idx, batch, layout, ready = item
+                if ready is not None:
+                    current = torch.cuda.current_stream(self.device)
+                    current.wait_event(ready)
+                    batch.record_stream(current)  # made on the producer's stream, used on this one
+                with torch.inference_mode():
+                    launched = idx, self._forward(scale_features, batch, layout, len(idx))
+                previous, in_flight = in_flight, launched
+                if previous is not None:
+                    yield from read_back(previous)
+                if not self.cuda or items.queue.empty():  # computed already (CPU), or nothing to overlap with yet
+                    finished, in_flight = in_flight, None
+                    yield from read_back(finished)
+            if in_flight is not None:
+                yield from read_back(in_flight)
         finally:
             items.close()  # a consumer that stops early (an error, a closed generator) releases the producer
 

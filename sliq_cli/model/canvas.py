@@ -100,7 +100,10 @@ class CanvasLayout:
         rows = [[(*r, *c) for r, c in zip(offset_levels(h, self.canvas[0], self.downsampling),
                                           offset_levels(w, self.canvas[1], self.downsampling))]
                 for h, w in self.sizes]
-        return torch.tensor(rows, dtype=torch.int32).to(device, non_blocking=True)
+        table = torch.tensor(rows, dtype=torch.int32)
+        if torch.device(device).type == "cuda":  # from pageable memory the copy would wait for the whole stream
+            table = table.pin_memory()
+        return table.to(device, non_blocking=True)
 
     def paste(self, images, device) -> torch.Tensor:
         """(rows, C, H, W) zero canvas with images[i] (C, h, w) at its place; filler rows stay zero."""

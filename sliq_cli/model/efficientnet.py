@@ -60,6 +60,31 @@ class SameConv2d(nn.Conv2d):
         return super().forward(F.pad(x, pads) if any(pads) else x)
 
 
+def conv1x1(conv: nn.Conv2d, x: torch.Tensor, region) -> torch.Tensor:
+    """conv(x) for a 1x1 convolution; in CUDA inference on a canvas batch (`region` given), as a matrix product.
+
+    A canvas batch comes in a new shape every few batches, and cuDNN builds plans for every new input shape: 2-4 ms a
+    1x1 layer, 70-140 ms a Lite0 forward on an H200, most of what a new shape cost; cuBLAS picks its kernel per call
+    at no cost (bench/RESULTS.md). Batches of one repeated size keep cuDNN, whose kernels are ~15 % faster once its
+    plans exist; so does a CPU, where the convolution is faster."""
+    if region is not None and x.is_cuda and not torch.is_grad_enabled():
+        return pointwise(x, conv.weight, conv.bias)
+    return conv(x)
+
+
+def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A 1x1 convolution as one matrix product. x: NCHW or channels_last (B, Cin, H, W); weight (Cout, Cin, 1, 1) ->
+    (B, Cout, H, W) in x's memory layout."""
+    w = weight.flatten(1)  # (Cout, Cin)
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return F.linear(x.permute(0, 2, 3, 1), w, bias).permute(0, 3, 1, 2)  # (B, H, W, Cout) viewed as NCHW
+    b, c, h, wd = x.shape
+    y = torch.matmul(w, x.reshape(b, c, h * wd))  # (B, Cout, H * W); under autocast in its dtype
+    if bias is not None:
+        y = y + bias.to(y.dtype)[:, None]
+    return y.view(b, -1, h, wd)
+
+
 class MBConv(nn.Module):
     """Inverted residual block: 1x1 expansion, depthwise kxk, 1x1 projection; identity skip when shapes allow."""
 
@@ -77,11 +102,11 @@ class MBConv(nn.Module):
 
     def forward(self, x: torch.Tensor, region=None) -> torch.Tensor:
         """region: a canvas batch's ValidRegion (model/canvas.py), zeroing the canvas before the spatial window."""
-        y = F.relu6(self._bn0(self._expand_conv(x)), inplace=True) if self.expand else x
+        y = F.relu6(self._bn0(conv1x1(self._expand_conv, x, region)), inplace=True) if self.expand else x
         if region is not None:
             y = region.zero_outside(y)
         y = F.relu6(self._bn1(self._depthwise_conv(y)), inplace=True)
-        y = self._bn2(self._project_conv(y))
+        y = self._bn2(conv1x1(self._project_conv, y, region))
         return x + y if self.residual else y
 
 
@@ -138,7 +163,7 @@ class EfficientNetLite(nn.Module):
                 out[ends[i]] = x
                 if len(out) == len(need):
                     return out
-        out["head"] = F.relu6(self._bn1(self._conv_head(x)))  # (B, 1280, h, w)
+        out["head"] = F.relu6(self._bn1(conv1x1(self._conv_head, x, region)))  # (B, 1280, h, w)
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
