@@ -72,15 +72,15 @@ def jpeg_size_error(data, path) -> ImageLoadError | None:
     return None
 
 
-# A canvas already in use takes an image whose own ladder canvas is smaller by at most this many pixels: a new shape
-# costs ~50-200 ms of cuDNN plans on an H200, the compute of ~100 such paddings (bench/RESULTS.md); a 8 MP photo
-# still gets its own canvas rather than a 12 MP one.
+# What one more batch shape costs on an H200 (~40-50 ms: kernels loading, the stem's cuDNN plan, eager launches), in
+# pixels of compute (bench/RESULTS.md).
+NEW_SHAPE_PIXELS = 16 * 2**20
+# A canvas already in use takes an image whose own ladder canvas is smaller by at most this many pixels (well below
+# NEW_SHAPE_PIXELS a batch); an 8 MP photo still gets its own canvas rather than a 12 MP one.
 CANVAS_REUSE_PIXELS = 512 * 512
 BATCH_PIXELS_PER_IMAGE = 512 * 512  # a batch holds at most batch_size images or batch_size x this many pixels
-ROW_MULTIPLE = 8
-FIRST_BATCH = 16
-# What one more batch shape costs on an H200 (~40 ms: eager launches, cuDNN plans), in pixels of compute.
-NEW_SHAPE_PIXELS = 16 * 2**20
+ROW_MULTIPLE = 8  # short batches are padded to a multiple of this many rows
+FIRST_BATCH = 16  # images in the first batch, which goes at once
 
 
 class FeatureExtractor:
