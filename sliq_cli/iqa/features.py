@@ -191,10 +191,6 @@ class FeatureExtractor:
         from sliq_cli.model.canvas import CanvasLayout, fitted_side
 
         stream = torch.cuda.Stream(self.device) if self.cuda else None
-
-        def on_side_stream():
-            return torch.cuda.stream(stream) if stream is not None else nullcontext()
-
         window = 8 * self.batch_pixels  # decoded pixels held at most, before the fullest bucket is flushed
         buckets: OrderedDict[tuple, list] = OrderedDict()  # (H, W) of a size or a canvas -> [(index, image)]
         canvases: set[tuple[int, int]] = set()
@@ -211,15 +207,14 @@ class FeatureExtractor:
             pending -= sum(t.shape[-2] * t.shape[-1] for t in tensors)
             layout = None
             rows = self._rows(key)
-            with on_side_stream():
-                if self.canvas and (len(idx) < rows or any(tuple(t.shape[-2:]) != key for t in tensors)):
-                    # Short batches are padded to a multiple of ROW_MULTIPLE rows: a few batch shapes, little filler.
-                    rows = min(rows, -(-len(idx) // ROW_MULTIPLE) * ROW_MULTIPLE)
-                    layout = CanvasLayout.fitting([t.shape[-2:] for t in tensors], self.downsampling, rows=rows,
-                                                  canvas=key)
-                    batch = layout.paste(tensors, self.device)  # (rows, 3, H, W) uint8
-                else:  # full, one size (a ladder side fits at offset 0): no canvas, no masks
-                    batch = torch.stack([t.to(self.device, non_blocking=True) for t in tensors])  # (B, 3, H, W)
+            if self.canvas and (len(idx) < rows or any(tuple(t.shape[-2:]) != key for t in tensors)):
+                # Short batches are padded to a multiple of ROW_MULTIPLE rows: a few batch shapes, little filler.
+                rows = min(rows, -(-len(idx) // ROW_MULTIPLE) * ROW_MULTIPLE)
+                layout = CanvasLayout.fitting([t.shape[-2:] for t in tensors], self.downsampling, rows=rows,
+                                              canvas=key)
+                batch = layout.paste(tensors, self.device)  # (rows, 3, H, W) uint8
+            else:  # full, one size (a ladder side fits at offset 0): no canvas, no masks
+                batch = torch.stack([t.to(self.device, non_blocking=True) for t in tensors])  # (B, 3, H, W) uint8
             ready = None
             if stream is not None:
                 ready = torch.cuda.Event()
@@ -246,15 +241,14 @@ class FeatureExtractor:
                 yield flush(max(buckets, key=lambda k: len(buckets[k]) * k[-2] * k[-1]))
 
         def decode_jpegs() -> Iterator[tuple]:
-            with on_side_stream():
-                decoded = self._decode_gpu([item for _, item in jpegs])
-                done = [(i, t if isinstance(t, ImageLoadError) else self._fit(t)) for (i, _), t in zip(jpegs, decoded)]
+            decoded = self._decode_gpu([item for _, item in jpegs])
+            done = [(i, t) for (i, _), t in zip(jpegs, decoded)]
             jpegs.clear()
             for i, t in done:
                 if isinstance(t, ImageLoadError):
                     yield "error", i, t.reason
                 else:
-                    yield from add(i, t)
+                    yield from add(i, self._fit(t))
 
         def merge_leftovers() -> None:
             """At the folder's end, a bucket joins another whose canvas holds its images and whose batch has room,
@@ -273,28 +267,29 @@ class FeatureExtractor:
         chunk = max(1, min(16, len(paths) // (4 * self.workers)))
         chunks = [paths[k : k + chunk] for k in range(0, len(paths), chunk)]
         depth = max(2 * self.workers, 4 * self.batch_size // chunk)  # chunks read ahead: bounded memory
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sliq-images")
-        try:
-            i = 0
-            for loaded_chunk in _prefetch(pool, self._load_chunk, chunks, depth=depth):
-                for loaded in loaded_chunk:
-                    if isinstance(loaded, ImageLoadError):
-                        yield "error", i, loaded.reason
-                    elif isinstance(loaded, tuple):
-                        jpegs.append((i, loaded))
-                        if len(jpegs) >= (self.batch_size if flushed else first):
-                            yield from decode_jpegs()
-                    else:
-                        yield from add(i, self._fit(loaded))
-                    i += 1
-            if jpegs:
-                yield from decode_jpegs()
-            if self.canvas:
-                merge_leftovers()
-            while buckets:
-                yield flush(next(iter(buckets)))
-        finally:  # also when the caller stops early: files not yet read are not read
-            pool.shutdown(cancel_futures=True)
+        with torch.cuda.stream(stream) if stream else nullcontext():  # the producer's device work
+            pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sliq-images")
+            try:
+                i = 0
+                for loaded_chunk in _prefetch(pool, self._load_chunk, chunks, depth=depth):
+                    for loaded in loaded_chunk:
+                        if isinstance(loaded, ImageLoadError):
+                            yield "error", i, loaded.reason
+                        elif isinstance(loaded, tuple):
+                            jpegs.append((i, loaded))
+                            if len(jpegs) >= (self.batch_size if flushed else first):
+                                yield from decode_jpegs()
+                        else:
+                            yield from add(i, self._fit(loaded))
+                        i += 1
+                if jpegs:
+                    yield from decode_jpegs()
+                if self.canvas:
+                    merge_leftovers()
+                while buckets:
+                    yield flush(next(iter(buckets)))
+            finally:  # also when the caller stops early: files not yet read are not read
+                pool.shutdown(cancel_futures=True)
 
     # -- the model (consumer side) ---------------------------------------------------------------------------
     def _forward(self, scale_features, batch, layout, n: int):
