@@ -185,3 +185,37 @@ def pil_to_float(img):
 
 def is_jpeg(path) -> bool:
     return Path(path).suffix.lower() in JPEG_SUFFIXES
+
+
+# Start-of-frame markers (baseline, extended, progressive, lossless; Huffman and arithmetic): the frame header holds
+# the image's size. 0xC4, 0xC8 and 0xCC share the range but are other segments.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_size(data) -> tuple[int, int] | None:
+    """(width, height) of JPEG bytes from their frame header, or None when the segments do not lead to one.
+
+    Follows the segment lengths from the start: a few steps, where PIL's Image.open parses every segment in Python;
+    the GPU path asks this for every file while other threads launch the model (bench/RESULTS.md)."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # segments without a length
+            i += 2
+            continue
+        if marker in _SOF_MARKERS:
+            if i + 9 > n:
+                return None
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xDA or length < 2:  # scan data before any frame header: not a JPEG we can size
+            return None
+        i += 2 + length
+    return None

@@ -1,12 +1,13 @@
 """Every bad-input case: converted to RGB when it is an image, a clear per-file error when it is not."""
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from sliq_cli.images import ImageLoadError, list_images, load_image
+from sliq_cli.images import ImageLoadError, jpeg_size, list_images, load_image
 
 
 @pytest.fixture()
@@ -96,6 +97,22 @@ def test_decompression_bomb(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)  # Pillow raises above twice this
     with pytest.raises(ImageLoadError, match="decompression bomb"):
         load_image(tmp_path / "bomb.png")
+
+
+def test_jpeg_size_reads_the_frame_header(example_photos, photo):
+    for path in example_photos:  # camera JPEGs as they are, then variants with other segments before the frame
+        assert jpeg_size(Path(path).read_bytes()) == Image.open(path).size
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    variants = {"progressive": {"progressive": True}, "exif": {"exif": exif}, "icc": {"icc_profile": b"x" * 70000},
+                "grey": {}, "optimized": {"optimize": True, "quality": 40}}
+    for name, options in variants.items():
+        buf = io.BytesIO()
+        (photo.convert("L") if name == "grey" else photo.resize((123, 77))).save(buf, "JPEG", **options)
+        data = buf.getvalue()
+        assert jpeg_size(data) == Image.open(io.BytesIO(data)).size, name
+        assert jpeg_size(data[:30]) is None, name  # cut before the frame header
+    assert jpeg_size(b"\x89PNG\r\n\x1a\n" + bytes(40)) is None and jpeg_size(b"") is None
 
 
 def test_max_pixels_downscales_large_images(tmp_path, photo):

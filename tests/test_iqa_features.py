@@ -147,7 +147,7 @@ def _batches(ex, paths) -> list[tuple[int, tuple]]:
 
 def test_leftover_buckets_merge_at_the_end(encoder, tmp_path, example_photos):
     """Images whose canvases differ end in one batch when the larger canvas holds the others cheaply (one shape
-    fewer), padded to a multiple of 8 rows, with the features each image gets alone."""
+    fewer), with the features each image gets alone; as the run's first batch it is padded to full rows."""
     src = Image.open(example_photos[0]).convert("RGB")
     paths = []
     for i, w in enumerate([100, 100, 100, 130, 130]):  # canvases 64 x 128, then 64 x 160 (too large to reuse)
@@ -155,7 +155,7 @@ def test_leftover_buckets_merge_at_the_end(encoder, tmp_path, example_photos):
         src.resize((w, 60)).save(p)
         paths.append(p)
     ex = FeatureExtractor(encoder, batch_size=16, canvas=True)
-    assert _batches(ex, paths) == [(5, (8, 3, 64, 160))]
+    assert _batches(ex, paths) == [(5, (16, 3, 64, 160))]
     together = extract_features(encoder, paths, batch_size=16, canvas=True).features
     alone = np.stack([extract_features(encoder, [p], batch_size=1).features[0] for p in paths])
     np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-5)
@@ -172,6 +172,25 @@ def test_the_first_batch_goes_early(encoder, tmp_path, example_photos):
         paths.append(tmp_path / f"im{i}.png")
     sizes = [n for n, _ in _batches(FeatureExtractor(encoder, batch_size=64), paths)]
     assert sizes == [FIRST_BATCH, 5]
+
+
+@pytest.mark.parametrize("new_shape_pixels, leftover_rows", [(None, 16), (0, 8)])
+def test_a_short_batch_takes_the_full_shape_already_run(encoder, tmp_path, example_photos, monkeypatch,
+                                                         new_shape_pixels, leftover_rows):
+    """Leftovers run in the full batch's shape (no new shape to plan) while the filler costs less than a new shape
+    would; above that, they are padded to a multiple of 8 rows only."""
+    from sliq_cli.iqa import features
+
+    if new_shape_pixels is not None:
+        monkeypatch.setattr(features, "NEW_SHAPE_PIXELS", new_shape_pixels)
+    src = Image.open(example_photos[0]).convert("RGB")
+    paths = []
+    for i in range(21):
+        src.resize((40 + i % 3, 30)).save(tmp_path / f"im{i}.png")
+        paths.append(tmp_path / f"im{i}.png")
+    batches = _batches(FeatureExtractor(encoder, batch_size=16, canvas=True), paths)
+    assert [n for n, _ in batches] == [16, 5]
+    assert batches[0][1][0] == 16 and batches[1][1][0] == leftover_rows and batches[0][1][1:] == batches[1][1][1:]
 
 
 def test_reading_ahead_is_bounded(encoder, tmp_path, example_photos, monkeypatch):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from sliq_cli.background import Background
-from sliq_cli.images import ImageLoadError, is_jpeg, load_image, pil_to_tensor
+from sliq_cli.images import ImageLoadError, is_jpeg, jpeg_size, load_image, pil_to_tensor
 from sliq_cli.iqa.compiling import CompileWhenItPays
 
 
@@ -56,11 +56,16 @@ def jpeg_size_error(data, path) -> ImageLoadError | None:
     """Pillow's decompression-bomb guard for JPEG bytes that go to nvJPEG, which has none: the error load_image
     gives on the CPU when the header's size is above twice PIL.Image.MAX_IMAGE_PIXELS, else None.
 
-    Image.open parses only the header (no pixel decoding); a header Pillow cannot parse is left to the decoders,
-    whose CPU fallback reports it precisely.
+    The size comes from the frame header (images.jpeg_size, microseconds); Pillow parses the header only when that
+    size is refused or cannot be read, so the error is Pillow's word for word. A header Pillow cannot parse either
+    is left to the decoders, whose CPU fallback reports it precisely.
     """
     from PIL import Image
 
+    size = jpeg_size(data)
+    limit = Image.MAX_IMAGE_PIXELS
+    if size is not None and (limit is None or max(1, size[0]) * max(1, size[1]) <= 2 * limit):
+        return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # below 2x the limit: downscaled later
@@ -79,7 +84,10 @@ NEW_SHAPE_PIXELS = 16 * 2**20
 # NEW_SHAPE_PIXELS a batch); an 8 MP photo still gets its own canvas rather than a 12 MP one.
 CANVAS_REUSE_PIXELS = 512 * 512
 BATCH_PIXELS_PER_IMAGE = 512 * 512  # a batch holds at most batch_size images or batch_size x this many pixels
-ROW_MULTIPLE = 8  # short batches are padded to a multiple of this many rows
+# A short canvas batch is padded to a full one when its filler costs less than a new batch shape and the full shape
+# is one already run or about to be (the first batch's canvas is the folder's commonest so far); else to a multiple
+# of ROW_MULTIPLE rows: a few batch shapes, little filler.
+ROW_MULTIPLE = 8
 FIRST_BATCH = 16  # images in the first batch, which goes at once
 
 
@@ -111,6 +119,7 @@ class FeatureExtractor:
             raise UsageError("--compile needs a CUDA device (torch.compile's CPU backend needs a C++ toolchain)")
         self.compile = compile
         self.compiler: CompileWhenItPays | None = None  # set by iter() under --compile
+        self.shapes_run: set[tuple[int, int, int]] = set()  # (rows, H, W) of the canvas batches run so far
         self.encoder.to(device).eval()
         if self.cuda:
             self.encoder.to(memory_format=self._memory_format())
@@ -202,14 +211,16 @@ class FeatureExtractor:
 
         def flush(key) -> tuple:
             nonlocal pending, flushed
-            flushed = True
+            opening, flushed = not flushed, True  # the first batch of the run
             idx, tensors = zip(*buckets.pop(key))
             pending -= sum(t.shape[-2] * t.shape[-1] for t in tensors)
             layout = None
             rows = self._rows(key)
             if self.canvas and (len(idx) < rows or any(tuple(t.shape[-2:]) != key for t in tensors)):
-                # Short batches are padded to a multiple of ROW_MULTIPLE rows: a few batch shapes, little filler.
-                rows = min(rows, -(-len(idx) // ROW_MULTIPLE) * ROW_MULTIPLE)
+                full = (rows, *key)
+                if (rows - len(idx)) * key[0] * key[1] > NEW_SHAPE_PIXELS or not (opening or full in self.shapes_run):
+                    rows = min(rows, -(-len(idx) // ROW_MULTIPLE) * ROW_MULTIPLE)
+                self.shapes_run.add((rows, *key))
                 layout = CanvasLayout.fitting([t.shape[-2:] for t in tensors], self.downsampling, rows=rows,
                                               canvas=key)
                 batch = layout.paste(tensors, self.device)  # (rows, 3, H, W) uint8
@@ -348,15 +359,28 @@ class FeatureExtractor:
         scale_features = self.compiler or self.encoder.scale_features
         items = Background(self._produce(paths), depth=2, name="sliq-images")
         # On a GPU, the last batch launched is read back after the next launch, so the device always has work queued
-        # (at once if no next batch is waiting: the first score comes early).
+        # (at once if no next batch is waiting: the first score comes early). Its features are copied to pinned
+        # memory as it finishes, so reading it back waits for it alone, not for the batch launched after it.
         in_flight = None
 
-        def read_back(batch):
-            idx, feats = batch
-            feats = feats.float().cpu().numpy()
+        def launch(idx, batch, layout) -> tuple:
+            with torch.inference_mode():
+                feats = self._forward(scale_features, batch, layout, len(idx)).float()  # (n, D)
+                if not self.cuda:
+                    return idx, feats, None
+                host = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True)
+                host.copy_(feats, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record()
+                return idx, host, done
+
+        def read_back(launched):
+            idx, feats, done = launched
+            if done is not None:
+                done.synchronize()
             if self.compiler is not None:
                 self.compiler.done(len(idx))
-            yield from zip(idx, feats, [None] * len(idx))
+            yield from zip(idx, feats.numpy(), [None] * len(idx))
 
         try:
             for item in items:
@@ -368,9 +392,7 @@ class FeatureExtractor:
                     current = torch.cuda.current_stream(self.device)
                     current.wait_event(ready)
                     batch.record_stream(current)  # made on the producer's stream, used on this one
-                with torch.inference_mode():
-                    launched = idx, self._forward(scale_features, batch, layout, len(idx))
-                previous, in_flight = in_flight, launched
+                previous, in_flight = in_flight, launch(idx, batch, layout)
                 if previous is not None:
                     yield from read_back(previous)
                 if not self.cuda or items.queue.empty():  # computed already (CPU), or nothing to overlap with yet
