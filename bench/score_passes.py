@@ -65,7 +65,9 @@ def configure(config: str) -> int | None:
             def run_bf16(self, fn, x):
                 if not self.cuda:
                     return run(self, fn, x)
-                self.encoder.trunk.to(torch.bfloat16)
+                trunk = self.encoder.trunk
+                if next(trunk.parameters()).dtype != torch.bfloat16:  # once, on the first batch
+                    trunk.to(torch.bfloat16)
                 return fn(x.contiguous(memory_format=self._memory_format()))
             features.FeatureExtractor._run = run_bf16
         elif part == "fullrows":
