@@ -60,7 +60,8 @@ def configure(config: str) -> int | None:
             efficientnet.pointwise = fused
         elif part == "bf16":
             normalize, run = encoder.ImageEncoder.normalize, features.FeatureExtractor._run
-            encoder.ImageEncoder.normalize = lambda self, x: normalize(self, x).to(torch.bfloat16)
+            # to the trunk's dtype: bf16 on CUDA (run_bf16 converts it), unchanged on a CPU
+            encoder.ImageEncoder.normalize = lambda self, x: normalize(self, x).to(next(self.trunk.parameters()).dtype)
 
             def run_bf16(self, fn, x):
                 if not self.cuda:
