@@ -24,6 +24,15 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture()
+def hub(tmp_path, monkeypatch):
+    """A local server speaking the Hugging Face Hub protocol, with huggingface_hub pointed at it
+    (tests/hub_server.py)."""
+    from tests.hub_server import serve_hub
+
+    yield from serve_hub(tmp_path, monkeypatch)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data (photos/, clive-dev/); skips the test when it is absent."""

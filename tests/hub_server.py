@@ -24,7 +24,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import pytest
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".pkl", ".ckpt", ".pickle")
 
@@ -225,9 +224,9 @@ def _tree(repo: Repo, prefix: str) -> list[dict]:
     return items + [repo.entry(p) for p in under]
 
 
-@pytest.fixture()
-def hub(tmp_path, monkeypatch):
-    """A running HubServer with HF_ENDPOINT pointing at it, an empty HF_HOME in tmp_path, and the network "on".
+def serve_hub(tmp_path, monkeypatch):
+    """Yields a running HubServer with HF_ENDPOINT pointing at it, an empty HF_HOME in tmp_path, and the network "on"
+    (conftest.py's `hub` fixture).
 
     huggingface_hub freezes HF_HUB_OFFLINE into its constants at import time, so that is patched too; sliq reads
     the environment on every call and passes the endpoint explicitly. (constants.ENDPOINT must stay as imported:

@@ -17,7 +17,6 @@ from sliq_cli.iqa.head import RidgeHead
 from sliq_cli.model.checkpoint import read_config
 from sliq_cli.paths import user_heads_dir
 from sliq_cli.train.config import PretrainConfig
-from tests.hub_server import hub  # noqa: F401  (fixture)
 
 runner = CliRunner()
 

@@ -12,7 +12,7 @@ from sliq_cli.errors import SliqError
 from sliq_cli.hub.cache import cached_layout, hub_cache_dir
 from sliq_cli.hub.pull import pull_model, resolve_hub_model
 from sliq_cli.model.resolve import ModelNotFound, resolve_model
-from tests.hub_server import go_offline, hub  # noqa: F401  (fixture)
+from tests.hub_server import go_offline
 
 REPO = "org/tiny"
 runner = CliRunner()

@@ -43,6 +43,31 @@ def test_canvas_features_equal_features_alone(name):
     assert (unmasked - alone).abs().max() > 1e-2
 
 
+def test_region_table_masks_and_counts_are_each_images_own():
+    """ValidRegion's mask at every level is 1 exactly on the image's rows and columns there (offset_levels), and its
+    pixel count is the image's; filler rows cover the whole canvas."""
+    from sliq_cli.model.canvas import ValidRegion
+
+    downsampling = create_model("slique-efficientnet-lite0").trunk.downsampling
+    layout = CanvasLayout.fitting(SIZES, downsampling, rows=8)
+    region = ValidRegion(layout.region_table("cpu"), layout.canvas, len(downsampling) + 1)
+    h, w = layout.canvas
+    for level in range(len(downsampling) + 1):
+        x = torch.zeros(8, 2, h, w, dtype=torch.bfloat16)
+        mask = region.mask(x)
+        assert mask.shape == (8, 1, h, w) and mask.dtype == torch.bfloat16
+        for i, size in enumerate(layout.sizes):
+            (top, rows), (left, cols) = (offset_levels(n, c, downsampling)[level] for n, c in zip(size, layout.canvas))
+            expected = torch.zeros(h, w)
+            expected[top:top + rows, left:left + cols] = 1
+            assert torch.equal(mask[i, 0].float(), expected), (level, i)
+            mean, std = region.mean_std(x + 1)  # a constant map inside: mean 1, deviation 0, whatever the count
+            assert torch.allclose(mean, torch.ones(8, 2)) and torch.allclose(std, torch.zeros(8, 2))
+        h, w = math.ceil(h / 2), math.ceil(w / 2)
+    count = region.table[:, region.counts:]  # (8, levels)
+    assert count[0, 0] == SIZES[0][0] * SIZES[0][1] and count[7, 0] == layout.canvas[0] * layout.canvas[1]
+
+
 def test_offsets_keep_the_sampling_grid():
     """On the canvas, each stride-2 layer's output j of the image region starts its window where the lone image's
     output i = j - offset does, for every size; the region stays inside the canvas at every level."""

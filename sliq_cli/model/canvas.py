@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 # A trunk's stride-2 layers, input to output: (kernel, padding), padding an int (symmetric) or "same" (TensorFlow's:
@@ -95,12 +96,23 @@ class CanvasLayout:
             out.append((top, left, h, w))
         return out
 
-    def geometry(self, device) -> torch.Tensor:
-        """(B, levels + 1, 4) int32: (top, h, left, w) of each image at the input and after each stride-2 layer."""
-        rows = [[(*r, *c) for r, c in zip(offset_levels(h, self.canvas[0], self.downsampling),
-                                          offset_levels(w, self.canvas[1], self.downsampling))]
-                for h, w in self.sizes]
-        table = torch.tensor(rows, dtype=torch.int32)
+    def region_table(self, device) -> torch.Tensor:
+        """(B, P) float32, what ValidRegion reads: for each row, at the input and after each stride-2 layer, 0/1
+        indicators of the canvas rows its image covers, then of the columns; then its pixel count at each level.
+        Built on the host and uploaded in one copy, so the masks cost the model's thread one product a level."""
+        tables = []
+        for side, sizes in ((0, [h for h, _ in self.sizes]), (1, [w for _, w in self.sizes])):
+            levels = np.array([offset_levels(n, self.canvas[side], self.downsampling) for n in sizes])  # (B, L + 1, 2)
+            tables.append(levels)
+        rows, cols = tables
+        parts, n = [], self.canvas
+        for level in range(rows.shape[1]):
+            for (start, size), length in ((rows[:, level].T, n[0]), (cols[:, level].T, n[1])):
+                line = np.arange(length)
+                parts.append((line >= start[:, None]) & (line < (start + size)[:, None]))  # (B, length)
+            n = (math.ceil(n[0] / 2), math.ceil(n[1] / 2))
+        parts.append(rows[:, :, 1] * cols[:, :, 1])  # (B, L + 1) pixels
+        table = torch.from_numpy(np.concatenate(parts, axis=1).astype(np.float32))
         if torch.device(device).type == "cuda":  # from pageable memory the copy would wait for the whole stream
             table = table.pin_memory()
         return table.to(device, non_blocking=True)
@@ -127,16 +139,20 @@ class CanvasLayout:
 class ValidRegion:
     """Masks and pooling over each image's own region of a canvas batch, at every level of the trunk.
 
-    `geometry`: CanvasLayout.geometry(); `canvas`: (H, W) of the input. A feature map's level is known from its
-    spatial size (each stride-2 layer maps a side n to ceil(n / 2), so levels have distinct sizes)."""
+    `table`: CanvasLayout.region_table(); `canvas`: (H, W) of the input; `levels`: 1 + the trunk's stride-2 layers. A
+    feature map's level is known from its spatial size (each stride-2 layer maps a side n to ceil(n / 2), so levels
+    have distinct sizes)."""
 
-    def __init__(self, geometry: torch.Tensor, canvas):
-        self.geometry = geometry.long()  # (B, L + 1, 4)
-        h, w = canvas
-        self.levels = {}
-        for level in range(geometry.shape[1]):
-            self.levels[(h, w)] = level
+    def __init__(self, table: torch.Tensor, canvas, levels: int):
+        self.table = table
+        self.spans = {}  # (h, w) of a level -> (its rows' and columns' first columns in the table, the level)
+        (h, w), at = canvas, 0
+        for level in range(levels):
+            self.spans[(h, w)] = (at, at + h, level)
+            at += h + w
             h, w = math.ceil(h / 2), math.ceil(w / 2)
+        self.counts = at  # the pixel counts' first column
+        self._tables = {table.dtype: table}
         self._masks: dict = {}
 
     def mask(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,22 +160,35 @@ class ValidRegion:
         h, w = x.shape[-2:]
         key = (h, w, x.dtype)
         if key not in self._masks:
-            g = self.geometry[:, self.levels[(h, w)]]  # (B, 4): top, h, left, w
-            ys = torch.arange(h, device=x.device).view(1, h)
-            xs = torch.arange(w, device=x.device).view(1, w)
-            rows = (ys >= g[:, :1]) & (ys < g[:, :1] + g[:, 1:2])  # (B, h)
-            cols = (xs >= g[:, 2:3]) & (xs < g[:, 2:3] + g[:, 3:4])  # (B, w)
-            self._masks[key] = (rows[:, None, :, None] & cols[:, None, None, :]).to(x.dtype)  # (B, 1, h, w)
+            if x.dtype not in self._tables:
+                self._tables[x.dtype] = self.table.to(x.dtype)  # 0/1 is exact in any float type
+            table, (rows, cols, _) = self._tables[x.dtype], self.spans[(h, w)]
+            b = table.shape[0]
+            self._masks[key] = table[:, rows:rows + h].view(b, 1, h, 1) * table[:, cols:cols + w].view(b, 1, 1, w)
         return self._masks[key]
 
     def zero_outside(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.mask(x)
 
-    def mean_std(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-image mean and population standard deviation over its region. x: (B, C, h, w) float32 -> 2 x (B, C)."""
-        m = self.mask(x)  # (B, 1, h, w)
-        count = m.sum((2, 3))  # (B, 1)
-        mean = (x * m).sum((2, 3)) / count  # (B, C)
-        var = ((x - mean[:, :, None, None]).square() * m).sum((2, 3)) / count
-        return mean, var.sqrt()
+    def relu6_inside(self, x: torch.Tensor) -> torch.Tensor:
+        """zero_outside(relu6(x)) as one clamp: to [0, 6] inside each image, to [0, 0] outside."""
+        key = (*x.shape[-2:], x.dtype, "six")
+        if key not in self._masks:
+            self._masks[key] = self.mask(x) * 6
+        return torch.clamp(x, min=self._zero(x), max=self._masks[key])
 
+    def _zero(self, x: torch.Tensor) -> torch.Tensor:
+        key = ("zero", x.dtype)
+        if key not in self._masks:
+            self._masks[key] = x.new_zeros(())
+        return self._masks[key]
+
+    def mean_std(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-image mean and population standard deviation over its region, in float32 whatever x's dtype (a bf16
+        map times its 0/1 mask is exact; sums accumulate in float32). x: (B, C, h, w) -> 2 x (B, C)."""
+        m = self.mask(x)  # (B, 1, h, w)
+        level = self.spans[tuple(x.shape[-2:])][2]
+        count = self.table[:, self.counts + level:self.counts + level + 1]  # (B, 1)
+        mean = (x * m).sum((2, 3), dtype=torch.float32) / count  # (B, C)
+        var = ((x - mean[:, :, None, None]) * m).square().sum((2, 3)) / count  # x - mean: float32
+        return mean, var.sqrt()

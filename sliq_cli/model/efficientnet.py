@@ -102,9 +102,12 @@ class MBConv(nn.Module):
 
     def forward(self, x: torch.Tensor, region=None) -> torch.Tensor:
         """region: a canvas batch's ValidRegion (model/canvas.py), zeroing the canvas before the spatial window."""
-        y = F.relu6(self._bn0(conv1x1(self._expand_conv, x, region)), inplace=True) if self.expand else x
-        if region is not None:
-            y = region.zero_outside(y)
+        if not self.expand:
+            y = x if region is None else region.zero_outside(x)
+        elif region is None:
+            y = F.relu6(self._bn0(self._expand_conv(x)), inplace=True)
+        else:  # ReLU6 and the canvas's zeros in one pass over the expanded map
+            y = region.relu6_inside(self._bn0(conv1x1(self._expand_conv, x, region)))
         y = F.relu6(self._bn1(self._depthwise_conv(y)), inplace=True)
         y = self._bn2(conv1x1(self._project_conv, y, region))
         return x + y if self.residual else y

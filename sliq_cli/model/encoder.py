@@ -89,6 +89,7 @@ class ImageEncoder(nn.Module):
         pre = config.preprocess
         self.register_buffer("pixel_mean", torch.tensor(pre.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pre.std).view(1, 3, 1, 1), persistent=False)
+        self._blocks: dict = {}  # (block widths, device) -> each feature column's block, and as one-hot
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.pixel_mean.to(x.dtype)) / self.pixel_std.to(x.dtype)
@@ -126,30 +127,49 @@ class ImageEncoder(nn.Module):
                 xs, lay = resize_scale(x, s), None
             else:
                 xs, lay = layout.rescale(x, s)
-            feats.append(run(xs, None if lay is None else lay.geometry(x.device)))
+            feats.append(run(xs, None if lay is None else lay.region_table(x.device)))
         return torch.cat(feats, dim=1)
 
     @torch.no_grad()
-    def scale_features(self, x: torch.Tensor, geometry: torch.Tensor | None = None) -> torch.Tensor:
-        """quality_features of one scale. geometry: a canvas batch's CanvasLayout.geometry(), pooling each image over
-        its own region. (B, 3, H, W) in [0, 1] -> (B, feature_dim / scales), float32."""
+    def scale_features(self, x: torch.Tensor, region_table: torch.Tensor | None = None) -> torch.Tensor:
+        """quality_features of one scale. region_table: a canvas batch's CanvasLayout.region_table(), pooling each
+        image over its own region. (B, 3, H, W) in [0, 1] -> (B, feature_dim / scales), float32.
+
+        Written for few PyTorch calls (a GPU batch's CPU launch time is the calls'): stages of one spatial size pool
+        as one map, and the blocks normalise together."""
         from sliq_cli.model.canvas import ValidRegion
 
         spec = self.config.features
-        region = None if geometry is None else ValidRegion(geometry, x.shape[-2:])
+        region = None if region_table is None else ValidRegion(region_table, x.shape[-2:],
+                                                                len(self.trunk.downsampling) + 1)
         maps = self.trunk.forward_stages(self.normalize(x), spec.stages, region)
-        feats = []
+        by_size: dict[tuple, list[str]] = {}
         for stage in spec.stages:
-            m = maps[stage].float()  # (B, C, h, w)
+            by_size.setdefault(tuple(maps[stage].shape[-2:]), []).append(stage)
+        pooled = {}  # stage -> {"mean": (B, C), "std": (B, C)}
+        for stages in by_size.values():
+            m = torch.cat([maps[s] for s in stages], 1) if len(stages) > 1 else maps[stages[0]]  # (B, C, h, w)
             if region is not None:
                 mean, std = region.mean_std(m)  # (B, C) each
-            for pooling in spec.pooling:
-                if region is not None:
-                    v = mean if pooling == "mean" else std
-                else:
-                    v = m.mean((2, 3)) if pooling == "mean" else m.std((2, 3), correction=0)  # (B, C)
-                feats.append(F.normalize(v, dim=1) if spec.normalize == "block" else v)
-        return torch.cat(feats, dim=1)
+            else:
+                std, mean = torch.std_mean(m.float(), (2, 3), correction=0)
+            widths = [maps[s].shape[1] for s in stages]
+            for s, mu, sd in zip(stages, mean.split(widths, 1), std.split(widths, 1)):
+                pooled[s] = {"mean": mu, "std": sd}
+        blocks = [pooled[stage][pooling] for stage in spec.stages for pooling in spec.pooling]
+        feats = torch.cat(blocks, 1)  # (B, D)
+        if spec.normalize != "block":
+            return feats
+        widths = tuple(b.shape[1] for b in blocks)
+        key = (widths, feats.device)
+        if key not in self._blocks:  # built once, on the host: no copy per batch
+            index = torch.repeat_interleave(torch.arange(len(widths)), torch.tensor(widths))  # (D,)
+            self._blocks[key] = index.to(feats.device), F.one_hot(index).float().to(feats.device)  # (D,), (D, n)
+        index, one_hot = self._blocks[key]
+        # F.normalize of every block at once; the sums of squares as a product and a sum, not a matrix product
+        # (autocast would take it to bf16) nor index_add_ (atomic, so not reproducible on a GPU)
+        norms = (feats.square()[:, :, None] * one_hot).sum(1).sqrt().clamp_min(1e-12)  # (B, n)
+        return feats / norms.index_select(1, index)
 
 
 def resize_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
