@@ -1,5 +1,5 @@
 """Where a canvas batch's GPU time goes: one batch of photo-sized images on a shared canvas, timed on the GPU per
-variant, and its GPU kernels by kind.
+variant, and its GPU kernels by kind (needs CUDA).
 
     python bench/canvas_kernels.py [--model weights] [--canvas 384x512] [--rows 64] [--repeats 20]
 

@@ -193,9 +193,13 @@ def test_a_short_batch_takes_the_full_shape_already_run(encoder, tmp_path, examp
     assert batches[0][1][0] == 16 and batches[1][1][0] == leftover_rows and batches[0][1][1:] == batches[1][1][1:]
 
 
-def test_large_photos_of_a_repeated_size_run_at_their_own_size(encoder, tmp_path, example_photos, monkeypatch):
+@pytest.mark.parametrize("per_batch, own", [(1, [False, False, True, True, True, False]),
+                                             (2, [False, False, True, False, False])])
+def test_large_photos_of_a_repeated_size_run_at_their_own_size(encoder, tmp_path, example_photos, monkeypatch,
+                                                              per_batch, own):
     """Large photos (a batch holds at most two) go on canvases until their size has come often enough to repay a new
-    shape, then at their own size (no canvas, no masks); features equal one-by-one ones either way."""
+    shape, then at their own size (no canvas, no masks; a short batch of them on a canvas of their size); features
+    equal one-by-one ones either way."""
     from sliq_cli.iqa import features
 
     monkeypatch.setattr(features, "NEW_SHAPE_PIXELS", int(2.5 * features.CANVAS_COST * 100 * 70))
@@ -206,14 +210,15 @@ def test_large_photos_of_a_repeated_size_run_at_their_own_size(encoder, tmp_path
         paths.append(tmp_path / f"big{i}.png")
     src.resize((90, 60)).save(tmp_path / "other.png")  # large too, but its size comes once: a canvas
     paths.append(tmp_path / "other.png")
-    ex = FeatureExtractor(encoder, batch_size=1, canvas=True)  # 1 x 512 x 512 pixels a batch: all are large
-    ex.batch_pixels = 100 * 70  # a batch holds one 70 x 100 photo
+    ex = FeatureExtractor(encoder, batch_size=per_batch, canvas=True)
+    ex.batch_pixels = per_batch * 100 * 70  # a batch holds one or two 70 x 100 photos: all six are large
     layouts = []
     forward = ex._forward
     ex._forward = lambda sf, batch, layout, n: layouts.append(layout) or forward(sf, batch, layout, n)
     got = dict((i, f) for i, f, _ in ex.iter(paths))
-    own = [layout is None for layout in layouts]
-    assert own == [False, False, True, True, True, False]  # the third 70 x 100 photo repays the new shape (2.5 photos)
+    # the third 70 x 100 photo repays the new shape (2.5 photos' canvas cost); with two a batch, the fifth is left
+    # over and runs on a canvas of its own size, as does the 60 x 90 one
+    assert [layout is None for layout in layouts] == own
     alone = extract_features(encoder, paths, batch_size=1).features
     assert np.allclose(np.stack([got[i] for i in range(len(paths))]), alone, atol=2e-5)
 
