@@ -11,12 +11,11 @@ began and ended (ms from the pass's start). Scores must not change between passe
 difference is printed). Configurations (combine with '+'): default; conv = 1x1 layers through cuDNN on canvas batches
 too (model/efficientnet.py conv1x1); fullrows = short batches padded to a full batch; rows8 = short batches padded to
 a multiple of 8 rows only (no full-shape reuse, no leftover merge); nofirst = no small first batch; workersN = N
-reading threads; switch = a 0.2 ms GIL switch interval; warm8 = the warm-up on 8 rows, not a full batch (before
-the fourth round); eagerload = every CUDA kernel loaded when CUDA starts (CUDA_MODULE_LOADING=EAGER, a diagnosis);
-nosizecheck = no JPEG header check; bf16 = a bf16 trunk without autocast; addmm = 1x1 layers as baddbmm with the bias
-fused. --trace prints passes 1-2 batch by batch (rows, canvas, ms the model's thread waited for the batch, ms
-launching it, GPU start and duration); --arch scores with a registered encoder at random weights. Results:
-bench/RESULTS.md ("Mixed-size folders on a GPU", second to fourth rounds).
+reading threads; switch = a 0.2 ms GIL switch interval; eagerload = every CUDA kernel loaded when CUDA starts
+(CUDA_MODULE_LOADING=EAGER, a diagnosis); nosizecheck = no JPEG header check; bf16 = a bf16 trunk without autocast;
+addmm = 1x1 layers as baddbmm with the bias fused. --trace prints passes 1-2 batch by batch (rows, canvas, ms the
+model's thread waited for the batch, ms launching it, GPU start and duration); --arch scores with a registered encoder
+at random weights. Results: bench/RESULTS.md ("Mixed-size folders on a GPU", second to fourth rounds).
 """
 
 from __future__ import annotations
@@ -79,14 +78,6 @@ def configure(config: str) -> int | None:
             features.FIRST_BATCH = 10**6
         elif part == "rows8":
             features.NEW_SHAPE_PIXELS = -1
-        elif part == "warm8":
-            warm_up = features.FeatureExtractor._warm_up
-
-            def warm_up_8_rows(self):
-                batch_size, self.batch_size = self.batch_size, features.ROW_MULTIPLE
-                warm_up(self)
-                self.batch_size = batch_size
-            features.FeatureExtractor._warm_up = warm_up_8_rows
         elif part == "eagerload":
             os.environ["CUDA_MODULE_LOADING"] = "EAGER"  # read when CUDA starts, after this
         elif part.startswith("workers"):

@@ -210,7 +210,6 @@ class FeatureExtractor:
         buckets: OrderedDict[tuple, list] = OrderedDict()  # (H, W) of a size or a canvas -> [(index, image)]
         canvases: set[tuple[int, int]] = set()
         large: dict[tuple[int, int], int] = {}  # (H, W) of large images -> how many so far
-        own_size: set[tuple[int, int]] = set()  # bucket keys that are one exact size, not a canvas
         pending = added = 0
         flushed = False
         # The first batch is small and goes at once, so the model starts while the rest is still being read.
@@ -257,7 +256,6 @@ class FeatureExtractor:
                 # with what the canvas costs it (padding, masks): few-size folders of phone photos.
                 large[size] = large.get(size, 0) + 1
                 if large[size] * CANVAS_COST * size[0] * size[1] > NEW_SHAPE_PIXELS:
-                    own_size.add(size)
                     return size
             return canvas_for(*size)
 
@@ -286,7 +284,7 @@ class FeatureExtractor:
             """At the folder's end, a bucket joins another whose canvas holds its images and whose batch has room,
             when that pads fewer than NEW_SHAPE_PIXELS: cheaper than one more batch shape."""
             while True:
-                canvas_keys = [k for k in buckets if k not in own_size]  # an own-size bucket is no ladder canvas
+                canvas_keys = [k for k in buckets if k in canvases]  # not a large photo's own size
                 for a in sorted(canvas_keys, key=lambda k: k[0] * k[1]):
                     holders = [b for b in canvas_keys if b != a and b[0] >= a[0] and b[1] >= a[1]
                                and len(buckets[a]) + len(buckets[b]) <= self._rows(b)
@@ -334,7 +332,7 @@ class FeatureExtractor:
     def _warm_up(self) -> None:
         """What a fresh process pays once, paid while loading rather than on the first batch: torchvision's import,
         nvJPEG's start, cuDNN's, and the loading of the kernels a canvas batch of photos runs (~2 s on an H200,
-        bench/score_mixed.py --cold), at the run's batch size (the matrix products' kernels depend on it)."""
+        bench/score_mixed.py --cold)."""
         import torch
         from PIL import Image
 
@@ -344,7 +342,7 @@ class FeatureExtractor:
         Image.new("RGB", (16, 16)).save(jpeg, format="JPEG")
         self._decode_gpu([("jpeg", "warm-up", bytearray(jpeg.getvalue()))])
         sizes = [(375, 500), (500, 375)]
-        layout = CanvasLayout.fitting(sizes, self.downsampling, rows=self.batch_size)
+        layout = CanvasLayout.fitting(sizes, self.downsampling, rows=ROW_MULTIPLE)
         photos = [torch.zeros(3, h, w, dtype=torch.uint8, device=self.device) for h, w in sizes]
         with torch.inference_mode():
             self._run(self.encoder.quality_features, torch.zeros(1, 3, 64, 64, device=self.device))

@@ -100,11 +100,9 @@ class CanvasLayout:
         """(B, P) float32, what ValidRegion reads: for each row, at the input and after each stride-2 layer, 0/1
         indicators of the canvas rows its image covers, then of the columns; then its pixel count at each level.
         Built on the host and uploaded in one copy, so the masks cost the model's thread one product a level."""
-        tables = []
-        for side, sizes in ((0, [h for h, _ in self.sizes]), (1, [w for _, w in self.sizes])):
-            levels = np.array([offset_levels(n, self.canvas[side], self.downsampling) for n in sizes])  # (B, L + 1, 2)
-            tables.append(levels)
-        rows, cols = tables
+        # (offset, size) of each image's rows and columns at every level: (B, L + 1, 2) each
+        rows = np.array([offset_levels(h, self.canvas[0], self.downsampling) for h, _ in self.sizes])
+        cols = np.array([offset_levels(w, self.canvas[1], self.downsampling) for _, w in self.sizes])
         parts, n = [], self.canvas
         for level in range(rows.shape[1]):
             for (start, size), length in ((rows[:, level].T, n[0]), (cols[:, level].T, n[1])):
@@ -172,16 +170,11 @@ class ValidRegion:
 
     def relu6_inside(self, x: torch.Tensor) -> torch.Tensor:
         """zero_outside(relu6(x)) as one clamp: to [0, 6] inside each image, to [0, 0] outside."""
-        key = (*x.shape[-2:], x.dtype, "six")
+        key = (*x.shape[-2:], x.dtype, "bounds")
         if key not in self._masks:
-            self._masks[key] = self.mask(x) * 6
-        return torch.clamp(x, min=self._zero(x), max=self._masks[key])
-
-    def _zero(self, x: torch.Tensor) -> torch.Tensor:
-        key = ("zero", x.dtype)
-        if key not in self._masks:
-            self._masks[key] = x.new_zeros(())
-        return self._masks[key]
+            self._masks[key] = x.new_zeros(()), self.mask(x) * 6
+        low, high = self._masks[key]
+        return torch.clamp(x, min=low, max=high)
 
     def mean_std(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image mean and population standard deviation over its region, in float32 whatever x's dtype (a bf16
