@@ -6,7 +6,7 @@ import typer
 from typer.core import TyperGroup
 
 from sliq_cli import __version__
-from sliq_cli.cli import explain, hub, iqa, pretrain, score, tadac
+from sliq_cli.cli import explain, hub, interpolate, iqa, pretrain, score, tadac
 from sliq_cli.cli.render import error
 from sliq_cli.errors import SliqError
 
@@ -50,6 +50,7 @@ app.command("models")(hub.models)
 app.command("export")(hub.export)
 app.add_typer(tadac.app, name="tadac")
 app.command("pretrain")(pretrain.pretrain)
+app.command("interpolate")(interpolate.interpolate)
 app.command("fit-head")(iqa.fit_head)
 app.command("evaluate")(iqa.evaluate)
 app.command("crossval")(iqa.crossval)

@@ -1,0 +1,367 @@
+"""Generalisation bench: does an encoder's quality prediction hold on images and file encodings its choice never saw?
+
+    python bench/generalisation.py --clive ../shared/data/clive-dev --heldout HELDOUT_PHOTOS --work /tmp/gen \\
+        --candidate start=slique-efficientnet-lite0@imagenet --candidate default=default \\
+        --candidate wise50=wise:start,default,0.5 --candidate both=concat:start,default \\
+        [--device cuda] [--json out.json] [--markdown out.md]
+
+clive-dev (627 LIVE Challenge images, every one stored with the same JPEG tables, about quality 75) is split once
+into a **hold-back** of 20 % (`bench/clive_holdback.txt`: the 125 names with the smallest sha256, fixed for good)
+and **dev-80**. Every column that guides a choice is computed on dev-80 or on photos no model trained on; the
+hold-back is reported last and guides nothing.
+
+Columns (SROCC unless named; protocol = 10 seeded 70/10/20 splits of dev-80, ridge alpha on the validation part):
+- `proto`, `plcc`: the paper's protocol, as stored.
+- `enc`: fit as stored, test on the test part re-encoded (PNG of the decoded pixels, JPEG q95 / q90 / q75, WebP q90);
+  the worst encoding.
+- `png>jpg`: fit on the PNGs of the decoded pixels, test as stored (the reverse of `enc`'s PNG column).
+- `q50>jpg`: fit on dev-80 re-encoded as JPEG q50, test on the test part as stored: a head fitted on more compressed
+  files than it is then used on, which is what a head fitted on clive-dev meets on uncompressed photos.
+- `same:clive`, `same:kit`: SROCC between the scores of a file as stored and of its re-encoded versions (worst
+  encoding), on all 627 clive-dev images and on the held-out kit photos (head: fitted on dev-80, alpha by CV).
+- `kadis`: the synthetic check (bench/synthetic_check.py): 25 KADIS types x 5 levels on the held-out photos, mean
+  per-photo SROCC of score against level.
+- `ref`, `ref:jpeg`: a reference-photo check made without sliq's own distortion code: Pillow JPEG (q 60/40/20/10),
+  Pillow Gaussian blur (radius 0.75/1.5/2.5/4), numpy Gaussian noise (sigma 5/10/20/40), Pillow brightness
+  (0.75/0.55/0.4/0.25), each on the held-out photos' working images, mean per-photo SROCC over the 4 types; JPEG alone.
+- `hold`, `hold:plcc`, `hold:enc`: the head fitted on all of dev-80 (alpha by CV), tested on the hold-back as stored,
+  and its worst re-encoding.
+
+Candidates: a model spec (folder, `default`, `NAME@imagenet`); `wise:A,B,ALPHA` (model/interpolate.py, WiSE-FT:
+(1 - ALPHA) * A + ALPHA * B, with A and B earlier candidates' models); `concat:A,B` (the two candidates' features side
+by side); `scales:A,1+0.5` (A's encoder, its features pooled at the scales named). The first candidate is the reference: the table's last rows give every candidate's difference from it and
+its worst difference over the choosing columns (everything but the hold-back), the number to choose by.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, machine  # noqa: E402
+from synthetic_check import kadis_scores  # noqa: E402
+
+HOLDBACK_FILE = Path(__file__).resolve().parent / "clive_holdback.txt"
+HOLDBACK_FRACTION = 0.2
+# Re-encodings of a decoded image: name -> (Pillow format, save options, suffix)
+ENCODINGS = {
+    "png": ("PNG", {}, ".png"),
+    "q95": ("JPEG", {"quality": 95}, ".jpg"),
+    "q90": ("JPEG", {"quality": 90}, ".jpg"),
+    "q75": ("JPEG", {"quality": 75}, ".jpg"),
+    "webp90": ("WEBP", {"quality": 90}, ".webp"),
+}
+FIT_HEAVIER = ("q50", ("JPEG", {"quality": 50}, ".jpg"))
+REFERENCE_LEVELS = {  # the reference-photo check: 4 levels each, level 0 = the clean working image
+    "jpeg": (60, 40, 20, 10),
+    "blur": (0.75, 1.5, 2.5, 4.0),
+    "noise": (5.0, 10.0, 20.0, 40.0),
+    "darken": (0.75, 0.55, 0.4, 0.25),
+}
+CHOOSING = ("proto", "plcc", "enc", "png>jpg", "q50>jpg", "same:clive", "same:kit", "kadis", "ref", "ref:jpeg")
+REPORTED = ("hold", "hold:plcc", "hold:enc")
+
+
+# ---- image sets -------------------------------------------------------------------------------------------------
+
+def holdback_names(names: list[str]) -> set[str]:
+    """The fixed 20 % of clive-dev that guides no choice: the names with the smallest sha256 of the name."""
+    if HOLDBACK_FILE.is_file():
+        return set(HOLDBACK_FILE.read_text().split())
+    n = round(HOLDBACK_FRACTION * len(names))
+    held = sorted(names, key=lambda s: hashlib.sha256(s.encode()).hexdigest())[:n]
+    HOLDBACK_FILE.write_text("\n".join(sorted(held)) + "\n")
+    return set(held)
+
+
+def _encode(task) -> None:
+    src, dst, fmt, opts = task
+    from sliq_cli.images import load_image
+
+    buf = io.BytesIO()
+    load_image(src).save(buf, fmt, **opts)
+    Path(dst).write_bytes(buf.getvalue())
+
+
+def _reference(task) -> None:
+    """One photo's reference-check versions, made with Pillow and numpy only (not sliq's distortion code)."""
+    src, out, seed = task
+    from PIL import Image, ImageEnhance, ImageFilter
+
+    from sliq_cli.tadac.database import load_work_pil
+
+    img = load_work_pil(src)
+    stem = Path(src).stem
+    img.save(Path(out) / f"{stem}_clean_0.png")
+    rng = np.random.default_rng(seed)
+    for level, value in enumerate(REFERENCE_LEVELS["jpeg"], 1):
+        img.save(Path(out) / f"{stem}_jpeg_{level}.jpg", "JPEG", quality=value)
+    for level, value in enumerate(REFERENCE_LEVELS["blur"], 1):
+        img.filter(ImageFilter.GaussianBlur(value)).save(Path(out) / f"{stem}_blur_{level}.png")
+    arr = np.asarray(img, dtype=np.float64)
+    for level, value in enumerate(REFERENCE_LEVELS["noise"], 1):
+        noisy = np.clip(np.rint(arr + rng.normal(0.0, value, arr.shape)), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(Path(out) / f"{stem}_noise_{level}.png")
+    for level, value in enumerate(REFERENCE_LEVELS["darken"], 1):
+        ImageEnhance.Brightness(img).enhance(value).save(Path(out) / f"{stem}_darken_{level}.png")
+
+
+@dataclass
+class ImageSets:
+    clive: list[Path]
+    mos: np.ndarray
+    dev: np.ndarray  # indices into clive
+    hold: np.ndarray
+    clive_versions: dict[str, list[Path]] = field(default_factory=dict)  # encoding -> paths, clive order
+    kit: list[Path] = field(default_factory=list)
+    kit_versions: dict[str, list[Path]] = field(default_factory=dict)
+    reference: dict[str, list[list[Path]]] = field(default_factory=dict)  # type -> per photo, levels 0..4
+    heldout: list[Path] = field(default_factory=list)
+    kadis: dict = field(default_factory=dict)  # photo -> its KADIS versions, made once for every candidate
+
+
+def prepare(clive_dir: Path, heldout_dir: Path, work: Path, limit: int | None, photos: int | None,
+            workers: int) -> ImageSets:
+    from sliq_cli.images import list_images
+    from sliq_cli.iqa.datasets import load_csv
+
+    ds = load_csv(clive_dir / "mos.csv", clive_dir)
+    clive, mos = ds.paths, ds.scores
+    if limit:
+        clive, mos = clive[:limit], mos[:limit]
+    held = holdback_names([p.name for p in ds.paths])
+    is_held = np.array([p.name in held for p in clive])
+    sets = ImageSets(clive, np.asarray(mos, dtype=np.float64), np.flatnonzero(~is_held), np.flatnonzero(is_held))
+    kit = list_images([str(heldout_dir)])[:photos]
+    sets.kit, sets.heldout = kit, kit
+    tasks = []
+    for name, (fmt, opts, suffix) in [*ENCODINGS.items(), FIT_HEAVIER]:
+        for label, files, versions in (("clive", clive, sets.clive_versions), ("kit", kit, sets.kit_versions)):
+            folder = work / "images" / label / name
+            folder.mkdir(parents=True, exist_ok=True)
+            versions[name] = [folder / (f.stem + suffix) for f in files]
+            tasks += [(str(f), str(d), fmt, opts) for f, d in zip(files, versions[name]) if not d.is_file()]
+    ref_dir = work / "images" / "reference"
+    ref_dir.mkdir(parents=True, exist_ok=True)
+    ref_tasks = [(str(f), str(ref_dir), i) for i, f in enumerate(kit) if not (ref_dir / f"{f.stem}_clean_0.png").is_file()]
+    t0 = time.time()
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_encode, tasks, chunksize=16))
+        list(pool.map(_reference, ref_tasks))
+    for kind in REFERENCE_LEVELS:
+        sets.reference[kind] = [[ref_dir / f"{f.stem}_clean_0.png"]
+                                + [ref_dir / f"{f.stem}_{kind}_{lv}{'.jpg' if kind == 'jpeg' else '.png'}"
+                                   for lv in range(1, 5)] for f in kit]
+    print(f"images: {len(clive)} clive-dev ({len(sets.dev)} dev-80, {len(sets.hold)} hold-back), {len(kit)} held-out "
+          f"photos; {len(tasks)} re-encodings and {len(ref_tasks)} reference sets made in {time.time() - t0:.0f} s",
+          flush=True)
+    return sets
+
+
+# ---- candidates -------------------------------------------------------------------------------------------------
+
+class Candidate:
+    """Features of files and of image tensors, from one encoder or several side by side."""
+
+    def __init__(self, name: str, encoders: list, sources: list[str]):
+        self.name, self.encoders, self.sources = name, encoders, sources
+
+    def files(self, paths: list[Path], device: str, batch_size: int | None, work: Path) -> np.ndarray:
+        """Features of the files, kept on disk per encoder (a re-run after a change to the measures reads them)."""
+        from sliq_cli.iqa.features import extract_features
+
+        key = hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest()[:16]
+        parts = []
+        for enc in self.encoders:
+            spec = hashlib.sha256(json.dumps(enc.config.to_dict()["features"]).encode()).hexdigest()[:8]
+            cached = work / "features" / f"{enc.fingerprint[:16]}-{spec}" / f"{key}.npy"
+            if not cached.is_file():
+                res = extract_features(enc, paths, device, batch_size)
+                if res.failed:
+                    raise SystemExit(f"{self.name}: {len(res.failed)} images failed, e.g. {next(iter(res.failed.items()))}")
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                np.save(cached, res.features)
+            parts.append(np.load(cached))
+        return np.hstack(parts)
+
+    def tensors(self, x) -> np.ndarray:
+        return np.hstack([enc.quality_features(x).float().cpu().numpy() for enc in self.encoders])
+
+
+def build_candidates(specs: list[str], work: Path, device: str) -> list[Candidate]:
+    from sliq_cli.model.checkpoint import load_encoder
+    from sliq_cli.model.interpolate import interpolate_encoders
+    from sliq_cli.model.resolve import resolve_model
+
+    out: list[Candidate] = []
+    by_name: dict[str, Candidate] = {}
+    for spec in specs:
+        name, _, what = spec.partition("=")
+        if not what:
+            raise SystemExit(f"--candidate {spec!r}: expected NAME=SPEC")
+        kind, _, args = what.partition(":")
+        if kind == "concat":
+            parts = [by_name[a] for a in args.split(",")]
+            cand = Candidate(name, [e for p in parts for e in p.encoders], [s for p in parts for s in p.sources])
+        elif kind == "scales":  # another candidate's encoder with its features at other scales, e.g. scales:start,1+0.5
+            base, scales = args.split(",")
+            folder = work / "models" / name
+            shutil.copytree(by_name[base].sources[0], folder, dirs_exist_ok=True)
+            meta = json.loads((folder / "config.json").read_text())
+            meta["config"]["features"]["scales"] = [float(v) for v in scales.split("+")]
+            (folder / "config.json").write_text(json.dumps(meta, indent=2))
+            cand = Candidate(name, [load_encoder(folder, device).fuse_for_inference()], [str(folder)])
+        elif kind == "wise":
+            a, b, alpha = args.split(",")
+            folder = work / "models" / name
+            interpolate_encoders(by_name[a].sources[0], by_name[b].sources[0], float(alpha), folder, dtype="bfloat16")
+            cand = Candidate(name, [load_encoder(folder, device).fuse_for_inference()], [str(folder)])
+        else:
+            folder = resolve_model(what)
+            cand = Candidate(name, [load_encoder(folder, device).fuse_for_inference()], [str(folder)])
+        by_name[name] = cand
+        out.append(cand)
+    return out
+
+
+# ---- measures ---------------------------------------------------------------------------------------------------
+
+def protocol_across(X_fit: np.ndarray, X_test: np.ndarray, y: np.ndarray, splits) -> float:
+    """Mean test SROCC over `splits`: ridge fitted on X_fit's train part (alpha on X_fit's validation part), tested
+    on X_test's test part (the same images, stored another way)."""
+    from sliq_cli.iqa.head import RidgeHead
+    from sliq_cli.iqa.metrics import srocc
+    from sliq_cli.iqa.protocol import select_alpha
+
+    out = []
+    for sp in splits:
+        alpha = select_alpha(X_fit[sp.train], y[sp.train], X_fit[sp.val], y[sp.val])
+        out.append(srocc(RidgeHead.fit(X_fit[sp.train], y[sp.train], alpha).predict(X_test[sp.test]), y[sp.test]))
+    return float(np.mean(out))
+
+
+def per_photo_srocc(scores: np.ndarray) -> float:
+    """Mean over photos of the SROCC between level (0 = clean) and -score: +1 = more distortion, lower score.
+    scores: (photos, levels)."""
+    from scipy.stats import spearmanr
+
+    levels = np.arange(scores.shape[1])
+    vals = [-spearmanr(levels, s)[0] for s in scores]
+    return float(np.nanmean(vals))
+
+
+def measure(cand: Candidate, sets: ImageSets, device: str, batch_size: int | None, work: Path) -> dict:
+    from sliq_cli.iqa.metrics import correlations, srocc
+    from sliq_cli.iqa.protocol import fit_deployable_head, random_splits, run_protocol
+
+    t0 = time.time()
+    feats = lambda paths: cand.files(paths, device, batch_size, work)  # noqa: E731
+    y = sets.mos
+    X = feats(sets.clive)
+    Xv = {k: feats(v) for k, v in sets.clive_versions.items()}
+    dev, ydev = sets.dev, y[sets.dev]
+    splits = random_splits(len(dev), 10, seed=0)
+    proto = run_protocol(X[dev], ydev).summary
+    r = {"proto": proto["srocc"]["mean"], "proto_std": proto["srocc"]["std"], "plcc": proto["plcc"]["mean"]}
+    enc = {k: protocol_across(X[dev], Xv[k][dev], ydev, splits) for k in ENCODINGS}
+    r["enc"], r["enc_each"] = min(enc.values()), enc
+    r["png>jpg"] = protocol_across(Xv["png"][dev], X[dev], ydev, splits)
+    r["q50>jpg"] = protocol_across(Xv[FIT_HEAVIER[0]][dev], X[dev], ydev, splits)
+
+    head = fit_deployable_head(X[dev], ydev)
+    stored = head.predict(X)
+    same = {k: srocc(head.predict(Xv[k]), stored) for k in ENCODINGS}
+    r["same:clive"], r["same:clive_each"] = min(same.values()), same
+    kit_stored = head.predict(feats(sets.kit))
+    same_kit = {k: srocc(head.predict(feats(v)), kit_stored) for k, v in sets.kit_versions.items() if k in ENCODINGS}
+    r["same:kit"], r["same:kit_each"] = min(same_kit.values()), same_kit
+
+    ref = {}
+    for kind, photos in sets.reference.items():
+        flat = [p for levels in photos for p in levels]
+        ref[kind] = per_photo_srocc(head.predict(feats(flat)).reshape(len(photos), -1))
+    r["ref"], r["ref:jpeg"], r["ref_each"] = float(np.mean(list(ref.values()))), ref["jpeg"], ref
+
+    import torch
+
+    with torch.inference_mode():
+        kadis = kadis_scores(lambda b: head.predict(cand.tensors(b)), sets.heldout, device,
+                             cache=sets.kadis)  # (type, photo, level)
+    per_type = [per_photo_srocc(kadis[t]) for t in range(kadis.shape[0])]
+    r["kadis"], r["kadis_each"] = float(np.mean(per_type)), per_type
+
+    hold = correlations(head.predict(X[sets.hold]), y[sets.hold])
+    r["hold"], r["hold:plcc"] = hold["srocc"], hold["plcc"]
+    hold_enc = {k: srocc(head.predict(Xv[k][sets.hold]), y[sets.hold]) for k in ENCODINGS}
+    r["hold:enc"], r["hold:enc_each"] = min(hold_enc.values()), hold_enc
+    r["seconds"] = round(time.time() - t0, 1)
+    return r
+
+
+def table(rows: dict[str, dict]) -> str:
+    cols = (*CHOOSING, *REPORTED)
+    lines = ["| candidate | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for name, r in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
+    ref_name = next(iter(rows))
+    base = rows[ref_name]
+    lines += ["", f"Difference from `{ref_name}` (worst over the choosing columns first; the hold-back guides nothing):",
+              "", "| candidate | worst | " + " | ".join(cols) + " |", "|---|---:|" + "---:|" * len(cols)]
+    for name, r in list(rows.items())[1:]:
+        d = {c: r[c] - base[c] for c in cols}
+        worst = min(d[c] for c in CHOOSING)
+        lines.append(f"| {name} | {worst:+.3f} | " + " | ".join(f"{d[c]:+.3f}" for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clive", type=Path, required=True, help="clive-dev folder (mos.csv + images)")
+    ap.add_argument("--heldout", type=Path, required=True, help="photos no candidate trained on (sliq tadac build "
+                    "--heldout's pristine photos)")
+    ap.add_argument("--candidate", action="append", required=True, help="NAME=SPEC (see above); the first is the "
+                    "reference")
+    ap.add_argument("--work", type=Path, required=True, help="folder for re-encoded images and interpolated models")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--workers", type=int, default=8, help="processes making the re-encodings")
+    ap.add_argument("--limit", type=int, help="only the first N clive-dev images (a quick check)")
+    ap.add_argument("--photos", type=int, help="only the first N held-out photos (a quick check)")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--markdown", type=Path)
+    args = ap.parse_args()
+
+    from sliq_cli.iqa.features import resolve_device
+
+    device = resolve_device(args.device)
+    print(f"machine: {describe()}", flush=True)
+    sets = prepare(args.clive, args.heldout, args.work, args.limit, args.photos, args.workers)
+    cands = build_candidates(args.candidate, args.work, device)
+    rows = {}
+    for cand in cands:
+        rows[cand.name] = measure(cand, sets, device, args.batch_size, args.work)
+        r = rows[cand.name]
+        print(f"{cand.name}: " + ", ".join(f"{c} {r[c]:.3f}" for c in (*CHOOSING, *REPORTED))
+              + f" ({r['seconds']} s)", flush=True)
+    text = table(rows)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "device": device, "candidates": dict(zip(
+            [c.name for c in cands], [c.sources for c in cands])), "results": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

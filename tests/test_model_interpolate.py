@@ -1,0 +1,60 @@
+"""WiSE-FT weight interpolation (model/interpolate.py) and `sliq interpolate`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sliq_cli.cli.app import app
+from sliq_cli.errors import SliqError
+from sliq_cli.images import load_image, pil_to_float
+from sliq_cli.model.checkpoint import load_encoder, load_state_dict
+from sliq_cli.model.interpolate import interpolate_states
+from sliq_cli.model.resolve import resolve_model
+from tests.conftest import EXAMPLES
+
+
+def test_states_interpolate_floats_and_keep_the_trained_counters():
+    start = {"trunk.w": torch.zeros(4), "trunk.bn.num_batches_tracked": torch.tensor(1)}
+    trained = {"trunk.w": torch.full((4,), 2.0), "trunk.bn.num_batches_tracked": torch.tensor(9),
+               "projector.w": torch.ones(2)}
+    mid = interpolate_states(start, trained, 0.25)
+    assert torch.equal(mid["trunk.w"], torch.full((4,), 0.5))
+    assert int(mid["trunk.bn.num_batches_tracked"]) == 9
+    assert torch.equal(mid["projector.w"], torch.ones(2))  # the start has none: the trained one's
+    assert torch.equal(interpolate_states(start, trained, 0.0)["trunk.w"], start["trunk.w"])
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5])
+def test_alpha_outside_the_segment_is_refused(alpha):
+    with pytest.raises(SliqError, match="alpha"):
+        interpolate_states({"trunk.w": torch.zeros(1)}, {"trunk.w": torch.ones(1)}, alpha)
+
+
+def test_shapes_must_agree():
+    with pytest.raises(SliqError, match="trunk.w"):
+        interpolate_states({"trunk.w": torch.zeros(2)}, {"trunk.w": torch.ones(3)}, 0.5)
+
+
+def test_command_writes_a_model_between_its_ends(tmp_path):
+    start, trained = resolve_model("slique-efficientnet-lite0@imagenet"), resolve_model("default")
+    runner = CliRunner()
+    outs = {}
+    for alpha in (0.0, 0.5):
+        out = tmp_path / f"wise{alpha}"
+        res = runner.invoke(app, ["interpolate", str(start), "default", "--alpha", str(alpha), "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        outs[alpha] = out
+    meta = load_encoder(outs[0.5]).meta
+    assert meta["interpolated"]["alpha"] == 0.5
+    assert (outs[0.5] / "text" / "model.safetensors").is_file()  # explain keeps working
+    # alpha 0 is the start, weight for weight (the trained projector aside)
+    s0, s = load_state_dict(outs[0.0]), load_state_dict(start)
+    assert all(torch.equal(s0[k], s[k].float()) for k in s if k.startswith("trunk.") and s[k].is_floating_point())
+    # halfway, the features of a real photo lie between the two ends'
+    x = pil_to_float(load_image(EXAMPLES / "kodim23.jpg"))[None]
+    f = {name: load_encoder(d).quality_features(x)[0] for name, d in
+         (("start", start), ("trained", trained), ("mid", outs[0.5]))}
+    d_start, d_trained = (f["mid"] - f["start"]).norm(), (f["mid"] - f["trained"]).norm()
+    assert 0 < d_start < (f["start"] - f["trained"]).norm() and 0 < d_trained < (f["start"] - f["trained"]).norm()
