@@ -123,6 +123,29 @@ def test_model_layer_resolves_hub_specs_only_through_the_hub_step(tmp_path, monk
     assert resolve_model(REPO, hub=lambda spec: tmp_path / spec) == tmp_path / REPO
 
 
+def test_an_incompatible_client_is_not_reported_as_the_network(hub, tiny_encoder_dir, monkeypatch):
+    """A client whose API changed raises TypeError/AttributeError: that must surface, not "cannot reach the Hub"."""
+    import huggingface_hub
+
+    hub.add_folder(REPO, tiny_encoder_dir)
+
+    def changed_signature(*args, **kwargs):
+        raise TypeError("model_info() got an unexpected keyword argument 'timeout'")
+
+    def renamed(*args, **kwargs):
+        raise AttributeError("'RepoFile' object has no attribute 'lfs'")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(huggingface_hub.HfApi, "model_info", changed_signature)
+        with pytest.raises(TypeError, match="unexpected keyword"):
+            pull_model(REPO)
+    with monkeypatch.context() as patch:
+        patch.setattr(huggingface_hub, "snapshot_download", renamed)
+        with pytest.raises(AttributeError, match="no attribute 'lfs'"):
+            pull_model(REPO)
+    assert_nothing_installed()
+
+
 @pytest.mark.parametrize("fault, path", [("interrupted", "model.safetensors"), ("missing", "heads/test.safetensors")])
 def test_failed_download_installs_nothing_and_a_retry_succeeds(hub, tiny_encoder_dir, fault, path):
     """interrupted: the connection drops halfway through the body; missing: a listed file answers 404."""
