@@ -13,6 +13,14 @@ class UsageError(SliqError):
     exit_code = 2
 
 
+class HeadExistsError(UsageError):
+    """A head of that name exists already for the encoder; fitting again needs force=True (`--force`)."""
+
+
+class SliqWarning(UserWarning):
+    """Results are computed but may mislead (in-sample numbers, a small sample); the CLI prints these as warnings."""
+
+
 class InputError(SliqError):
     """Bad input data: names the file, and the line where there is one."""
 

@@ -71,6 +71,27 @@ def test_fit_head_refuses_to_overwrite_and_warns_on_small_samples(data, tiny_enc
     assert "only 24 images" in forced.stderr and existing.read_bytes() != before
 
 
+def test_the_library_guards_and_warns_as_the_cli_does(data, tiny_encoder_dir):
+    """fit_head, crossval and plot_scatter called from Python: the same refusal and the same warnings."""
+    from sliq_cli.errors import HeadExistsError, SliqWarning
+    from sliq_cli.iqa.plots import plot_scatter
+    from sliq_cli.iqa.protocol import DatasetRef, crossval, fit_head
+
+    photos = DatasetRef("photos", data_root=data)
+    existing = _place_head(tiny_encoder_dir, "photos", "photos")
+    before = existing.read_bytes()
+    with pytest.raises(HeadExistsError, match="force"):
+        fit_head(photos, model=str(tiny_encoder_dir), n_splits=2, device="cpu")
+    assert existing.read_bytes() == before
+    with pytest.warns(SliqWarning, match="only 24 images"):
+        report = fit_head(photos, model=str(tiny_encoder_dir), n_splits=2, device="cpu", force=True)
+    assert report.head_path == existing and existing.read_bytes() != before
+    with pytest.warns(SliqWarning, match="24 of the 24 test images .* in-sample"):
+        crossval(photos, DatasetRef(data / "photos" / "mos.csv"), model=str(tiny_encoder_dir), device="cpu")
+    with pytest.warns(SliqWarning, match="in-sample"):
+        plot_scatter(photos, data / "api_scatter.png", model=str(tiny_encoder_dir), head="photos", device="cpu")
+
+
 def test_scatter_of_a_head_on_its_training_data_warns_in_sample(data, tiny_encoder_dir):
     _place_head(tiny_encoder_dir, "photos", "photos")
     plot = _run("plot", "scatter", "photos", "--data-root", data, "--head", "photos", "-m", tiny_encoder_dir,
