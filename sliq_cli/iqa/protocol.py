@@ -282,7 +282,7 @@ def dataset_features(dataset: Dataset, encoder, *, batch_size: int | None = None
 
 
 def _encoder_info(encoder) -> dict:
-    return {"model": getattr(encoder, "source", ""), "fingerprint": encoder.fingerprint}
+    return {"model": encoder.source, "fingerprint": encoder.fingerprint}
 
 
 @dataclass
