@@ -108,9 +108,11 @@ def test_tsne_colours_by_binned_mos_without_distortion_labels(data, tiny_encoder
                "--out", tmp_path / "t.png")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
-    res = _run("plot", "tsne", "photos", "--data-root", data, "--color-by", "distortion", "-m", tiny_encoder_dir,
+    res = _run("plot", "tsne", "photos", "--data-root", data, "--colour-by", "distortion", "-m", tiny_encoder_dir,
                "--out", tmp_path / "d.png")
     assert res.exit_code == 1 and "no item has attribute 'distortion'" in res.stderr
+    help_text = runner.invoke(app, ["plot", "tsne", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "--colour-by" in help_text and "--color-by" not in help_text  # the old spelling works, unlisted
 
 
 def test_mos_bins_cover_the_scale_low_to_high(data):

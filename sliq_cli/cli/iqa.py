@@ -181,9 +181,10 @@ def scatter(
 def tsne(
     dataset: Annotated[str, typer.Argument(help="Dataset name, folder or CSV.")],
     out: OutOpt = Path("tsne.png"),
-    color_by: Annotated[Optional[str], typer.Option(
-        "--color-by", help="What colours the points: mos (binned scores) or an item attribute (e.g. distortion). "
-                           "Default: distortion where the dataset has it, else mos.")] = None,
+    colour_by: Annotated[Optional[str], typer.Option(
+        "--colour-by", help="What colours the points: mos (binned scores) or an item attribute (e.g. distortion). "
+                            "Default: distortion where the dataset has it, else mos.")] = None,
+    color_by: Annotated[Optional[str], typer.Option("--color-by", hidden=True)] = None,  # the earlier spelling
     max_points: Annotated[int, typer.Option("--max-points", min=5, help="Seeded random sample of at most this many images.")] = 750,
     perplexity: Annotated[float, typer.Option("--perplexity", min=1.0, help="t-SNE perplexity.")] = 30.0,
     model: ModelOpt = None,
@@ -198,6 +199,6 @@ def tsne(
     from sliq_cli.iqa.protocol import DatasetRef
 
     report = plot_tsne(DatasetRef(dataset, data_root=data_root, skip_missing=skip_missing), out, model=model,
-                       color_by=color_by, max_points=max_points, seed=seed, perplexity=perplexity, device=device.value,
+                       color_by=colour_by or color_by, max_points=max_points, seed=seed, perplexity=perplexity, device=device.value,
                        batch_size=batch_size, progress=progress_bar)
     out_console().print(f"{report.path}  ({report.n_points} points)")
