@@ -7,8 +7,9 @@ class SliqError(Exception):
     exit_code = 1
 
 
-class UsageError(SliqError):
-    """Wrong arguments or options (exit code 2, like typer's own usage errors)."""
+class UsageError(SliqError, ValueError):
+    """Wrong arguments or options (exit code 2, like typer's own usage errors); from the Python API, the ValueError
+    a bad argument is."""
 
     exit_code = 2
 
