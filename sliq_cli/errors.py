@@ -7,10 +7,19 @@ class SliqError(Exception):
     exit_code = 1
 
 
-class UsageError(SliqError):
-    """Wrong arguments or options (exit code 2, like typer's own usage errors)."""
+class UsageError(SliqError, ValueError):
+    """Wrong arguments or options (exit code 2, like typer's own usage errors); from the Python API, the ValueError
+    a bad argument is."""
 
     exit_code = 2
+
+
+class HeadExistsError(UsageError):
+    """A head of that name exists already for the encoder; fitting again needs force=True (`--force`)."""
+
+
+class SliqWarning(UserWarning):
+    """Results are computed but may mislead (in-sample numbers, a small sample); the CLI prints these as warnings."""
 
 
 class InputError(SliqError):

@@ -1,6 +1,6 @@
 """A local server speaking the part of the Hugging Face Hub protocol that huggingface_hub's downloads use.
 
-Serves model repositories held in memory (NOTES.md §9; checked against huggingface_hub 2.x's file_download.py,
+Serves model repositories held in memory (checked against huggingface_hub 2.x's file_download.py,
 _snapshot_download.py and hf_api.py):
 
     GET  /api/models/{repo}[/revision/{rev}]                      -> {"id", "sha", "siblings"}

@@ -1,6 +1,8 @@
-"""The embedded default model scores real photos sensibly out of the box (no network, no ../shared)."""
+"""The embedded default model scores real photos sensibly out of the box (no network), gives the pinned scores of
+tests/data/default_scores.json, and with ../shared the clive-dev protocol figures README states."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +13,32 @@ from sliq_cli.cli.app import app
 from sliq_cli.images import pil_to_tensor
 from sliq_cli.model.resolve import embedded_model_dir
 from sliq_cli.tadac.distortions import distort
+from tests.default_scores import PINNED, clive_dev_protocol, embedded_fingerprint, example_scores
 
 pytestmark = pytest.mark.skipif(embedded_model_dir() is None, reason="no embedded default model in weights/")
+REGENERATE = "weights/ changed: regenerate tests/data/default_scores.json as tests/default_scores.py says"
+
+
+@pytest.fixture(scope="module")
+def pinned() -> dict:
+    pinned = json.loads(PINNED.read_text())
+    assert pinned["fingerprint"] == embedded_fingerprint(), REGENERATE
+    return pinned
+
+
+def test_example_scores_are_the_pinned_ones(pinned):
+    """A clearly worse model, or a change in preprocessing or the head, moves these by more than 0.05 points."""
+    assert example_scores() == pytest.approx(pinned["examples"], abs=0.05)
+
+
+def test_clive_dev_protocol_gives_the_figures_readme_states(pinned, shared_data):
+    """The paper's protocol on clive-dev (10 seeded splits) reproduces the stored figures, and README states them."""
+    want = pinned["clive_dev"]
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    claim = (f"clive-dev SROCC {want['srocc_mean']:.3f} ± {want['srocc_std']:.3f}, "
+             f"PLCC {want['plcc_mean']:.3f} ± {want['plcc_std']:.3f}")
+    assert claim in readme, f"README does not state {claim!r}"
+    assert clive_dev_protocol(shared_data) == pytest.approx(want, abs=0.002)
 
 
 def test_scores_examples_and_ranks_degraded_copies_lower(tmp_path, example_photos):

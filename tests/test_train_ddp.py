@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
@@ -46,6 +48,7 @@ def _step(net, images, tokens, ids, rank, world):
 def _worker(rank, world, port, out_dir):
     init_process_group(DistInfo(rank, world, rank), "cpu", port)
     try:
+        assert os.environ.get("MASTER_PORT") != str(port)  # the port went to the init method, not the environment
         net = _net()
         ddp = torch.nn.parallel.DistributedDataParallel(net)
         images, tokens, ids = _batch()

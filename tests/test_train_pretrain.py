@@ -13,7 +13,7 @@ from sliq_cli.errors import UsageError
 from sliq_cli.model.checkpoint import load_encoder
 from sliq_cli.model.text import load_text_tower
 from sliq_cli.tadac.database import build_database
-from sliq_cli.train.loop import pretrain
+from sliq_cli.train.loop import flushes_denormals, pretrain
 
 TINY = dict(model="slique-resnet18", crop_size=64, text_width=64, text_layers=2, text_heads=4, workers=1,
             device="cpu", group_size=4, log_every=1)
@@ -80,10 +80,17 @@ def test_resume_follows_the_uninterrupted_run(tmp_path, example_photos):
 
 
 def test_loss_goes_down_and_export_loads(tmp_path, example_photos):
+    import torch
+
     db = _db(tmp_path, example_photos, pristine=False)
     run = tmp_path / "run"
-    pretrain(dict(TINY, db=str(db), out=str(run), batch_size=5, steps=30, base_lr=3.0, warmup_epochs=0.0,
-                  export_shard_mb=6.0, export_dtype="bf16", checkpoint_every=0))
+    caller_flushes = torch.set_flush_denormal(True)  # False where the CPU has no such mode
+    try:
+        pretrain(dict(TINY, db=str(db), out=str(run), batch_size=5, steps=30, base_lr=3.0, warmup_epochs=0.0,
+                      export_shard_mb=6.0, export_dtype="bf16", checkpoint_every=0))
+        assert flushes_denormals() == caller_flushes  # the caller's mode, as it was before training
+    finally:
+        torch.set_flush_denormal(False)
     losses = list(_losses(run).values())
     assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5
     config = json.loads((run / "config.json").read_text())

@@ -71,6 +71,27 @@ def test_fit_head_refuses_to_overwrite_and_warns_on_small_samples(data, tiny_enc
     assert "only 24 images" in forced.stderr and existing.read_bytes() != before
 
 
+def test_the_library_guards_and_warns_as_the_cli_does(data, tiny_encoder_dir):
+    """fit_head, crossval and plot_scatter called from Python: the same refusal and the same warnings."""
+    from sliq_cli.errors import HeadExistsError, SliqWarning
+    from sliq_cli.iqa.plots import plot_scatter
+    from sliq_cli.iqa.protocol import DatasetRef, crossval, fit_head
+
+    photos = DatasetRef("photos", data_root=data)
+    existing = _place_head(tiny_encoder_dir, "photos", "photos")
+    before = existing.read_bytes()
+    with pytest.raises(HeadExistsError, match="force"):
+        fit_head(photos, model=str(tiny_encoder_dir), n_splits=2, device="cpu")
+    assert existing.read_bytes() == before
+    with pytest.warns(SliqWarning, match="only 24 images"):
+        report = fit_head(photos, model=str(tiny_encoder_dir), n_splits=2, device="cpu", force=True)
+    assert report.head_path == existing and existing.read_bytes() != before
+    with pytest.warns(SliqWarning, match="24 of the 24 test images .* in-sample"):
+        crossval(photos, DatasetRef(data / "photos" / "mos.csv"), model=str(tiny_encoder_dir), device="cpu")
+    with pytest.warns(SliqWarning, match="in-sample"):
+        plot_scatter(photos, data / "api_scatter.png", model=str(tiny_encoder_dir), head="photos", device="cpu")
+
+
 def test_scatter_of_a_head_on_its_training_data_warns_in_sample(data, tiny_encoder_dir):
     _place_head(tiny_encoder_dir, "photos", "photos")
     plot = _run("plot", "scatter", "photos", "--data-root", data, "--head", "photos", "-m", tiny_encoder_dir,
@@ -87,9 +108,11 @@ def test_tsne_colours_by_binned_mos_without_distortion_labels(data, tiny_encoder
                "--out", tmp_path / "t.png")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
-    res = _run("plot", "tsne", "photos", "--data-root", data, "--color-by", "distortion", "-m", tiny_encoder_dir,
+    res = _run("plot", "tsne", "photos", "--data-root", data, "--colour-by", "distortion", "-m", tiny_encoder_dir,
                "--out", tmp_path / "d.png")
     assert res.exit_code == 1 and "no item has attribute 'distortion'" in res.stderr
+    help_text = runner.invoke(app, ["plot", "tsne", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "--colour-by" in help_text and "--color-by" not in help_text  # the old spelling works, unlisted
 
 
 def test_mos_bins_cover_the_scale_low_to_high(data):

@@ -104,6 +104,8 @@ def test_api_gives_the_cli_scores_for_every_kind_of_input(example_photos, tiny_e
     want = [cli[str(p)]["score"] for p in example_photos]
     assert {r["path"]: r for r in metric.records(example_photos)} == cli  # the records the CLI prints
     assert metric.score(example_photos) == pytest.approx(want, abs=1e-4)
+    assert metric.score(p for p in example_photos) == pytest.approx(want, abs=1e-4)  # read once, not emptied
+    assert metric.score(Image.open(p) for p in example_photos[:2]) == pytest.approx(want[:2], abs=1e-4)
     assert metric.score(str(example_photos[0])) == pytest.approx(want[0], abs=1e-4)
     assert metric.score(Image.open(example_photos[1])) == pytest.approx(want[1], abs=1e-4)
     x = pil_to_float(load_image(example_photos[2]))  # (3, H, W) in [0, 1]

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import warnings
+
 import typer
 from typer.core import TyperGroup
 
 from sliq_cli import __version__
 from sliq_cli.cli import explain, hub, interpolate, iqa, pretrain, score, tadac
-from sliq_cli.cli.render import error
-from sliq_cli.errors import SliqError
+from sliq_cli.cli.render import error, warn
+from sliq_cli.errors import SliqError, SliqWarning
 
 
 class _SliqGroup(TyperGroup):
-    """Turns a SliqError raised anywhere below into one clear line on stderr and its exit code."""
+    """Turns a SliqError raised anywhere below into one clear line on stderr and its exit code, and prints the
+    library's SliqWarnings as the CLI's own warnings (each time: one process may run several commands)."""
 
     def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except SliqError as e:
-            error(str(e))
-            raise typer.Exit(e.exit_code) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", SliqWarning)
+            show = warnings.showwarning
+            warnings.showwarning = lambda message, category, *args, **kwargs: (
+                warn(str(message)) if issubclass(category, SliqWarning) else show(message, category, *args, **kwargs))
+            try:
+                return super().invoke(ctx)
+            except SliqError as e:
+                error(str(e))
+                raise typer.Exit(e.exit_code) from None
 
 
 app = typer.Typer(

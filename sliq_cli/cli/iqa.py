@@ -20,7 +20,6 @@ ImagesOpt = Annotated[Optional[Path], typer.Option("--images", help="Folder the 
 SplitsOpt = Annotated[int, typer.Option("--splits", min=1, help="Random 70/10/20 splits (ignored with an official split).")]
 SkipMissingOpt = Annotated[bool, typer.Option("--skip-missing", help="Skip listed images that are missing (with a warning).")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Recompute features instead of using the feature cache.")]
-SMALL_SAMPLE = 100  # images below which fit-head warns: test splits of ~20 images give noisy numbers
 ROWS = (("srocc", "SROCC"), ("krocc", "KROCC"), ("plcc", "PLCC"), ("rmse", "RMSE"), ("plcc_raw", "PLCC (raw)"))
 
 
@@ -78,25 +77,11 @@ def fit_head(
 ):
     """Run the paper's protocol on a dataset (ridge on frozen features, seeded 70/10/20 splits), then fit a head on
     all of it and save it where `sliq score --head NAME` finds it."""
-    from sliq_cli.errors import UsageError
-    from sliq_cli.hub.pull import resolve_hub_model
-    from sliq_cli.iqa.head import user_head_path
     from sliq_cli.iqa.protocol import DatasetRef, fit_head as run
-    from sliq_cli.model.checkpoint import read_config
-    from sliq_cli.model.resolve import resolve_model
 
     ds = DatasetRef(dataset, mos, images, data_root, skip_missing, higher_is_better=not dmos).load()
-    name = name or ds.name
-    # checked before minutes of feature extraction, from config.json alone (no weights loaded)
-    target = user_head_path(name, read_config(resolve_model(model, hub=resolve_hub_model)).get("fingerprint", ""))
-    if target.exists() and not force:
-        raise UsageError(f"{target}: a head named {name!r} exists already for this model; --force replaces it, "
-                         "or give another --name")
-    if len(ds) < SMALL_SAMPLE:
-        warn(f"{ds.name}: only {len(ds)} images; with test splits of ~{max(1, len(ds) // 5)} images the protocol's "
-             f"numbers are noisy, and the head may not generalise (IQA datasets have 500 to 40,000 images)")
     report = run(ds, model=model, name=name, device=device.value, batch_size=batch_size, n_splits=splits, seed=seed,
-                 progress=progress_bar, use_cache=not no_cache)
+                 progress=progress_bar, use_cache=not no_cache, force=force)
     _warn_skipped(report.missing, report.failed)
     p = report.protocol
     how = "official split" if p.official else f"{len(p.splits)} random 70/10/20 splits, seed {seed}"
@@ -126,10 +111,6 @@ def crossval(
 
     a = DatasetRef(train, data_root=data_root, skip_missing=skip_missing).load()
     b = DatasetRef(test, data_root=data_root, skip_missing=skip_missing).load()
-    shared = a.overlap(b)
-    if shared:
-        warn(f"{shared} of the {len(b)} test images ({b.name}) are also training images ({a.name}): these numbers "
-             "are in-sample, not a cross-dataset test")
     report = run(a, b, model=model, device=device.value, batch_size=batch_size, seed=seed, progress=progress_bar,
                  use_cache=not no_cache)
     _warn_skipped([], report.failed)
@@ -193,9 +174,6 @@ def scatter(
     report = plot_scatter(DatasetRef(dataset, data_root=data_root, skip_missing=skip_missing), out, model=model,
                           head=head, device=device.value, batch_size=batch_size, seed=seed, progress=progress_bar)
     m = report.metrics
-    if report.fitted_on:
-        warn(f"head {head!r} was fitted on {report.fitted_on}: these are in-sample numbers (its training data), not a "
-             "test; leave out --head for held-out predictions")
     out_console().print(f"{report.path}  ({report.n_points} points, SROCC {m['srocc']:.3f}, PLCC {m['plcc']:.3f})")
 
 
@@ -203,9 +181,10 @@ def scatter(
 def tsne(
     dataset: Annotated[str, typer.Argument(help="Dataset name, folder or CSV.")],
     out: OutOpt = Path("tsne.png"),
-    color_by: Annotated[Optional[str], typer.Option(
-        "--color-by", help="What colours the points: mos (binned scores) or an item attribute (e.g. distortion). "
-                           "Default: distortion where the dataset has it, else mos.")] = None,
+    colour_by: Annotated[Optional[str], typer.Option(
+        "--colour-by", help="What colours the points: mos (binned scores) or an item attribute (e.g. distortion). "
+                            "Default: distortion where the dataset has it, else mos.")] = None,
+    color_by: Annotated[Optional[str], typer.Option("--color-by", hidden=True)] = None,  # the earlier spelling
     max_points: Annotated[int, typer.Option("--max-points", min=5, help="Seeded random sample of at most this many images.")] = 750,
     perplexity: Annotated[float, typer.Option("--perplexity", min=1.0, help="t-SNE perplexity.")] = 30.0,
     model: ModelOpt = None,
@@ -220,6 +199,6 @@ def tsne(
     from sliq_cli.iqa.protocol import DatasetRef
 
     report = plot_tsne(DatasetRef(dataset, data_root=data_root, skip_missing=skip_missing), out, model=model,
-                       color_by=color_by, max_points=max_points, seed=seed, perplexity=perplexity, device=device.value,
+                       color_by=colour_by or color_by, max_points=max_points, seed=seed, perplexity=perplexity, device=device.value,
                        batch_size=batch_size, progress=progress_bar)
     out_console().print(f"{report.path}  ({report.n_points} points)")

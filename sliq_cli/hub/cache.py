@@ -43,6 +43,16 @@ def hub_offline() -> bool:
     return value.strip().upper() in _TRUE
 
 
+def network_errors() -> tuple[type[BaseException], ...]:
+    """What a failed exchange with the Hub raises: OSError (sockets, timeouts, huggingface_hub's HTTP, offline and
+    not-in-cache errors), the HTTP library's own base error (httpx before huggingface_hub 2, httpx2 since: read off
+    HfHubHTTPError's bases, not imported by name) and the Xet transfer error. Anything else is a bug or an API
+    change, and must not be reported as the network."""
+    from huggingface_hub.errors import HfHubHTTPError, XetDownloadError
+
+    return (OSError, XetDownloadError, *(b for b in HfHubHTTPError.__bases__ if b is not OSError))
+
+
 def parse_repo_spec(spec: str) -> tuple[str, str | None] | None:
     """"owner/name" or "owner/name@revision" -> (repo_id, revision or None); anything else -> None."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id

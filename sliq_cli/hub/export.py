@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sliq_cli.atomic import umask
 from sliq_cli.errors import InputError, SliqError, UsageError
-from sliq_cli.hub.cache import check_repo_id, hub_endpoint, hub_offline
+from sliq_cli.hub.cache import check_repo_id, hub_endpoint, hub_offline, network_errors
 from sliq_cli.hub.card import RunInfo, render_model_card
 from sliq_cli.hub.layout import check_layout, is_sliq_checkpoint
 from sliq_cli.model.checkpoint import INDEX, WEIGHTS, read_config, weight_files
@@ -171,7 +171,7 @@ def push_folder(folder: Path, repo_id: str) -> str:
     try:
         api.create_repo(repo_id, repo_type="model", exist_ok=True)
         info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message="Upload sliq model")
-    except Exception as e:  # HTTP and network errors; the client's types vary between versions
+    except network_errors() as e:
         raise SliqError(
             f"pushing {folder} to {repo_id} on {hub_endpoint()} failed ({type(e).__name__}: {' '.join(str(e).split())})"
         ) from None

@@ -17,7 +17,9 @@ from pathlib import Path
 from sliq_cli.atomic import atomic_write_text
 from sliq_cli.digest import sha256_file
 from sliq_cli.errors import SliqError, UsageError
-from sliq_cli.hub.cache import cached_layout, check_repo_id, hub_cache_dir, hub_endpoint, hub_offline, parse_repo_spec
+from sliq_cli.hub.cache import (
+    cached_layout, check_repo_id, hub_cache_dir, hub_endpoint, hub_offline, network_errors, parse_repo_spec,
+)
 from sliq_cli.hub.layout import LayoutError, ModelLayout, check_layout
 from sliq_cli.model.checkpoint import PICKLE_SUFFIXES
 
@@ -80,7 +82,7 @@ def _remote_listing(repo_id: str, revision: str, timeout: float) -> tuple[str, d
         ) from None
     except HfHubHTTPError as e:
         raise SliqError(f"{repo_id}: the Hub at {endpoint} refused the request ({e})") from None
-    except Exception as e:  # connection refused, DNS, timeouts: the client's error types vary between versions
+    except network_errors() as e:  # connection refused, DNS, timeouts
         raise SliqError(
             f"{repo_id}: cannot reach the Hub at {endpoint} ({type(e).__name__}: {e}). "
             "Without network, set HF_HUB_OFFLINE=1 to use models already in the cache."
@@ -143,7 +145,7 @@ def _download(repo_id: str, commit: str, include: list[str] | tuple[str, ...], t
             etag_timeout=timeout,
             force_download=force,
         ))
-    except Exception as e:  # network drops, HTTP errors, short reads: the client's error types vary between versions
+    except network_errors() as e:  # network drops, HTTP errors, short reads
         raise SliqError(
             f"{repo_id}@{commit[:12]}: download failed ({type(e).__name__}: {' '.join(str(e).split())}); "
             "nothing was installed, run the command again to retry"

@@ -105,7 +105,7 @@ def cached_features(encoder, paths, device: str = "cpu", batch_size: int | None 
 
     paths = [Path(p) for p in paths]
     dim = encoder.config.feature_dim
-    if not use_cache:
+    if not use_cache or not encoder.fingerprint:  # an encoder never saved has no identity to key a cache by
         return _extract(encoder, paths, device, batch_size, resize_shorter, progress)
     cache = FeatureCache(encoder.fingerprint, feature_spec(encoder, device, resize_shorter))
     feats = np.full((len(paths), dim), np.nan, dtype=np.float32)

@@ -89,15 +89,18 @@ CANDIDATES = candidates()
 N_LEVELS = len(DEGREE_WORDS)
 
 
-class NoTextTower(SliqError):
-    pass
+class NoTextTowerError(SliqError):
+    """The model has no text tower (MODEL/text/), which `sliq explain` needs."""
+
+
+NoTextTower = NoTextTowerError  # the name before #29, still imported by code written against it
 
 
 def text_dir(model_dir) -> Path:
-    """MODEL/text/, or a NoTextTower error that says how to get a model with one."""
+    """MODEL/text/, or a NoTextTowerError that says how to get a model with one."""
     d = Path(model_dir) / TEXT_DIR
     if not (d / "config.json").is_file():
-        raise NoTextTower(
+        raise NoTextTowerError(
             f"{model_dir}: this model has no text tower ({d} is missing), so it cannot put its judgement into words. "
             "`sliq explain` needs a model exported by `sliq pretrain` (RUN/export holds text/ with the text tower "
             "and tokenizer): give --model RUN/export. The shipped default model may come without one."

@@ -6,13 +6,14 @@ an Agg canvas directly (no pyplot, no global backend switch).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from sliq_cli.atomic import atomic_path
-from sliq_cli.errors import SliqError
+from sliq_cli.errors import SliqError, SliqWarning
 from sliq_cli.iqa.datasets import Dataset
 from sliq_cli.iqa.head import RidgeHead
 from sliq_cli.iqa.metrics import correlations, fit_logistic, logistic4
@@ -128,6 +129,8 @@ def plot_scatter(dataset: Dataset | DatasetRef, out, *, model: str | None = None
         pred, mos, what = ridge.predict(X), y, f"head {ridge.name}"
         if ridge.meta.get("dataset") == feats.dataset.name:
             fitted_on, what = feats.dataset.name, f"head {ridge.name}, in-sample"
+            warnings.warn(f"head {head!r} was fitted on {fitted_on}: these are in-sample numbers (its training data), "
+                          "not a test; leave out the head for held-out predictions", SliqWarning, stacklevel=2)
     else:
         official = feats.dataset.official_split
         sp = official_split(official) if official else random_splits(len(y), 1, seed, feats.dataset.refs)[0]

@@ -16,6 +16,7 @@ paper names and which this module implements, minimises squared error plus the L
 from __future__ import annotations
 
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from sliq_cli.errors import SliqError, UsageError
+from sliq_cli.errors import HeadExistsError, SliqError, SliqWarning, UsageError
 from sliq_cli.iqa.cache import cached_features
 from sliq_cli.iqa.datasets import Dataset, load_csv, load_dataset
 from sliq_cli.iqa.head import RidgeHead, user_head_path
@@ -32,6 +33,7 @@ from sliq_cli.iqa.metrics import correlations, summarize
 ALPHAS = tuple(float(a) for a in np.logspace(-3, 5, 17))  # half-decade grid
 FRACTIONS = (0.7, 0.1, 0.2)
 SMALL_PROBLEM = 2048  # min(samples, features) up to which ridge runs single-threaded
+SMALL_SAMPLE = 100  # images below which fit_head warns: test splits of ~20 images give noisy numbers
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,7 @@ def dataset_features(dataset: Dataset, encoder, *, batch_size: int | None = None
 
 
 def _encoder_info(encoder) -> dict:
-    return {"model": getattr(encoder, "source", ""), "fingerprint": encoder.fingerprint}
+    return {"model": encoder.source, "fingerprint": encoder.fingerprint}
 
 
 @dataclass
@@ -303,19 +305,32 @@ class FitHeadReport:
 
 def fit_head(dataset: Dataset | DatasetRef, *, model: str | None = None, name: str | None = None, device: str = "auto",
              batch_size: int | None = None, n_splits: int = 10, seed: int = 0, progress: ProgressFactory | None = None,
-             use_cache: bool = True) -> FitHeadReport:
+             use_cache: bool = True, force: bool = False) -> FitHeadReport:
     """`sliq fit-head`: the paper's protocol on a dataset, then a deployable head on all of it, saved where
-    `sliq score --head NAME` finds it (the user's heads folder for this encoder)."""
+    `sliq score --head NAME` finds it (the user's heads folder for this encoder). An existing head of that name is
+    replaced only with `force` (HeadExistsError otherwise); fewer than SMALL_SAMPLE images give a SliqWarning."""
     from sliq_cli import __version__
+    from sliq_cli.hub.pull import resolve_hub_model
+    from sliq_cli.model.checkpoint import read_config
+    from sliq_cli.model.resolve import resolve_model
 
     ds = as_dataset(dataset)
+    name = name or ds.name
+    # checked before minutes of feature extraction, from config.json alone (no weights loaded)
+    target = user_head_path(name, read_config(resolve_model(model, hub=resolve_hub_model)).get("fingerprint", ""))
+    if target.exists() and not force:
+        raise HeadExistsError(f"{target}: a head named {name!r} exists already for this model; --force (force=True) "
+                              "replaces it, or give another --name")
+    if len(ds) < SMALL_SAMPLE:
+        warnings.warn(f"{ds.name}: only {len(ds)} images; with test splits of ~{max(1, len(ds) // 5)} images the "
+                      "protocol's numbers are noisy, and the head may not generalise (IQA datasets have 500 to 40,000 "
+                      "images)", SliqWarning, stacklevel=2)
     t0 = time.perf_counter()
     encoder = open_encoder(model, device)
     feats = dataset_features(ds, encoder, batch_size=batch_size, progress=progress, use_cache=use_cache)
     t1 = time.perf_counter()
     kept, y = feats.dataset, feats.dataset.scores
     protocol = run_protocol(feats.X, y, groups=kept.refs, official=kept.official_split, n_splits=n_splits, seed=seed)
-    name = name or kept.name
     cfg = encoder.config
     spec = {**cfg.features.to_dict(), "dim": cfg.feature_dim}
     if kept.resize_shorter:
@@ -350,6 +365,10 @@ def crossval(train: Dataset | DatasetRef, test: Dataset | DatasetRef, *, model: 
              batch_size: int | None = None, seed: int = 0, progress: ProgressFactory | None = None, use_cache: bool = True) -> CrossReport:
     """`sliq crossval`: a head fitted on all of `train`, tested on all of `test` (paper IV-D, Table III)."""
     a, b = as_dataset(train), as_dataset(test)
+    shared = a.overlap(b)
+    if shared:
+        warnings.warn(f"{shared} of the {len(b)} test images ({b.name}) are also training images ({a.name}): these "
+                      "numbers are in-sample, not a cross-dataset test", SliqWarning, stacklevel=2)
     encoder = open_encoder(model, device)
     fa = dataset_features(a, encoder, batch_size=batch_size, progress=progress, use_cache=use_cache)
     fb = dataset_features(b, encoder, batch_size=batch_size, progress=progress, use_cache=use_cache)

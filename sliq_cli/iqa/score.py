@@ -90,9 +90,10 @@ class Scorer:
             return self.score(pil_to_float(prepare_pil(x, ex.max_pixels, ex.max_side)))
         if isinstance(x, (str, os.PathLike)):
             return self.score([x])[0]
-        if all(isinstance(p, (str, os.PathLike)) for p in x):
-            return self._score_files(list(x))
-        return [self.score(item) for item in x]
+        items = list(x)  # once: a generator can be read only once
+        if all(isinstance(p, (str, os.PathLike)) for p in items):
+            return self._score_files(items)
+        return [self.score(item) for item in items]
 
     def _score_files(self, paths: list) -> list[float]:
         from sliq_cli.errors import InputError

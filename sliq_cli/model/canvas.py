@@ -20,10 +20,19 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 # A trunk's stride-2 layers, input to output: (kernel, padding), padding an int (symmetric) or "same" (TensorFlow's:
 # computed from the input size, the extra row at the bottom). Every one maps n input rows to ceil(n / 2).
 Downsampling = tuple[tuple[int, "int | str"], ...]
+
+
+def resize_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Antialiased bilinear resize by `scale` (the 2x-downscaled view of CONTRIQUE/SLIQUE features). Here, not in
+    model/encoder.py, so that a canvas rescales its images as the encoder rescales a lone one without importing it."""
+    h, w = x.shape[-2:]
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
 def top_pad(kernel: int, padding: int | str, size: int) -> int:
@@ -126,8 +135,6 @@ class CanvasLayout:
     def rescale(self, x: torch.Tensor, scale: float) -> tuple[torch.Tensor, CanvasLayout]:
         """Each image of canvas batch x resized by `scale` as `resize_scale` resizes a lone image, on a new canvas.
         Eager (one resize per image): only the multi-scale feature specs need it."""
-        from sliq_cli.model.encoder import resize_scale
-
         images = [resize_scale(x[i:i + 1, :, top:top + h, left:left + w], scale)[0]
                   for i, (top, left, h, w) in enumerate(self.boxes())]
         layout = CanvasLayout.fitting([im.shape[-2:] for im in images], self.downsampling)

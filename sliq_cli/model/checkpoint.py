@@ -169,7 +169,8 @@ def load_state_dict(model_dir) -> dict:
 
 
 def load_encoder(model_dir, device: str = "cpu"):
-    """Load a scoring checkpoint as an ImageEncoder in eval mode (float32), with `.fingerprint` and `.source`."""
+    """Load a scoring checkpoint as an ImageEncoder in eval mode (float32), with its `.fingerprint`, `.source` (the
+    folder) and `.meta` (config.json) set."""
     from sliq_cli.model.config import EncoderConfig
     from sliq_cli.model.encoder import ImageEncoder
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sliq_cli.model.canvas import resize_scale
 from sliq_cli.model.config import EncoderConfig
 
 
@@ -90,6 +91,11 @@ class ImageEncoder(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pre.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pre.std).view(1, 3, 1, 1), persistent=False)
         self._blocks: dict = {}  # (block widths, device) -> each feature column's block, and as one-hot
+        # Set by load_encoder: which saved weights these are. A freshly built encoder has none, so nothing keyed by
+        # the fingerprint (feature cache, heads) takes it for a saved checkpoint.
+        self.fingerprint: str | None = None
+        self.source = ""  # the checkpoint folder
+        self.meta: dict = {}  # its config.json
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.pixel_mean.to(x.dtype)) / self.pixel_std.to(x.dtype)
@@ -171,9 +177,3 @@ class ImageEncoder(nn.Module):
         norms = (feats.square()[:, :, None] * one_hot).sum(1).sqrt().clamp_min(1e-12)  # (B, n)
         return feats / norms.index_select(1, index)
 
-
-def resize_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """Antialiased bilinear resize by `scale` (the 2x-downscaled view of CONTRIQUE/SLIQUE features)."""
-    h, w = x.shape[-2:]
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)

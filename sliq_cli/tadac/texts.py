@@ -40,7 +40,6 @@ N_KADIS_TYPES = 25
 N_LEVELS = 5
 VARIANTS_PER_PRISTINE = 1 + N_KADIS_TYPES * N_LEVELS  # variant 0 = pristine, 1..125 = (type, level)
 CONTENT_TEMPLATE = "a photo of {a} {label}"
-SLOTS = ("adj", "adv", "quant")
 
 
 @dataclass(frozen=True)

@@ -43,14 +43,13 @@ def free_port() -> int:
 
 
 def init_process_group(info: DistInfo, device_type: str, port: int | None = None) -> None:
-    """Join the group (NCCL on CUDA, gloo on CPU). `port` is given by `--gpus N` spawning; torchrun sets env."""
+    """Join the group (NCCL on CUDA, gloo on CPU). `port` is given by `--gpus N` spawning (passed as the init method,
+    not written into os.environ); without it, torchrun's MASTER_ADDR/PORT are read from the environment."""
     if info.world_size == 1:
         return
-    if port is not None:
-        os.environ["MASTER_ADDR"] = "127.0.0.1"
-        os.environ["MASTER_PORT"] = str(port)
     backend = "nccl" if device_type == "cuda" else "gloo"
-    dist.init_process_group(backend, rank=info.rank, world_size=info.world_size)
+    init_method = f"tcp://127.0.0.1:{port}" if port is not None else None
+    dist.init_process_group(backend, init_method=init_method, rank=info.rank, world_size=info.world_size)
 
 
 def destroy_process_group() -> None:

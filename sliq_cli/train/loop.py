@@ -222,6 +222,7 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
 
     device = _device(cfg, info)
     init_process_group(info, device.type, port)
+    flushed = flushes_denormals()  # restored at the end: the mode is the whole process's
     if device.type == "cpu":  # subnormal floats (small gradients, momentum tails) slow CPU SGD steps several-fold
         torch.set_flush_denormal(True)
     batches = None
@@ -334,7 +335,13 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
             batches.close()
         destroy_process_group()
         if device.type == "cpu":
-            torch.set_flush_denormal(False)
+            torch.set_flush_denormal(flushed)
+
+
+def flushes_denormals() -> bool:
+    """Whether the CPU now flushes subnormal floats to zero (torch sets the mode but has no getter): a float32
+    subnormal survives the conversion into a tensor only when it does not."""
+    return torch.tensor([1e-42], dtype=torch.float32).item() == 0.0
 
 
 def _barrier(info: DistInfo) -> None:
