@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,6 +10,7 @@ import typer
 
 from sliq_cli.cli.options import Device
 from sliq_cli.cli.render import err_console, progress_bars
+from sliq_cli.errors import Interrupted
 
 
 def pretrain(
@@ -68,8 +70,13 @@ def pretrain(
     overrides = {k: v for k, v in given.items() if v is not None}
     overrides.update(db=str(db), out=str(out))
     console = err_console()
-    with progress_bars(console, compact=True) as bar:
-        export = run_pretrain(overrides, resume=resume, on_log=_ProgressView(console, bar).update)
+    try:
+        with progress_bars(console, compact=True) as bar:
+            export = run_pretrain(overrides, resume=resume, on_log=_ProgressView(console, bar).update)
+    except Interrupted as e:
+        command = shlex.join(["sliq", "pretrain", "--db", str(db), "--out", str(out), "--resume"])
+        console.print(f"{e}\ncontinue with: {command}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(e.exit_code) from None
     console.print(f"exported the encoder to {export}")
 
 
@@ -87,6 +94,9 @@ class _ProgressView:
         elif event == "resumed-from-export":
             self.console.print(f"resumed from the export at step {record['step']}; the optimiser's momentum did not "
                                "travel with it and starts from zero")
+        elif event == "stopping":
+            self.console.print("stopping after the step in progress to save its state (Ctrl-C again: stop now, "
+                               "without saving)")
         elif event == "training":
             self.bar("pretrain", record["start"], record["total"], stats="")
         elif event is None:

@@ -8,11 +8,15 @@ Run folder:
     RUN/config.json        the resolved PretrainConfig
     RUN/tokenizer.json     the BPE learned from the database's texts (before step 0)
     RUN/log.jsonl          one line per logged step: step, samples, loss, loss_it, loss_ii, grad_norm (before clipping),
-                           lr, samples_per_s, max_mem_gb
+                           lr, samples_per_s, max_mem_gb. A resumed run first drops the records after its state's
+                           step (it trains those steps again), so each step appears once.
     RUN/state/, RUN/export/, RUN/export-shards/: the saved weights, see sliq_cli.train.state (a run resumes from its
                            state, or from its export where only that travelled)
 No RNG state is saved: every random draw of step s (batch, views, texts, distortions) is seeded by (seed, s, rank),
 so a resumed run repeats the uninterrupted one exactly.
+
+Ctrl-C or SIGTERM (one process): the step in progress finishes, its state is saved, and Interrupted is raised
+with the step; a second signal stops at once (Interrupted names the last saved state).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,8 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sliq_cli.atomic import atomic_write_json
-from sliq_cli.errors import SliqError, UsageError
+from sliq_cli.atomic import atomic_write_json, atomic_write_text
+from sliq_cli.errors import Interrupted, SliqError, UsageError
 from sliq_cli.train.config import PretrainConfig, Schedule
 from sliq_cli.train.distributed import (
     DistInfo,
@@ -249,6 +255,8 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
         elif resume:
             start = load_export(run, net)
             _emit(on_log, run, info, {"event": "resumed-from-export", "step": start}, log=False)
+        if resume and info.is_main:
+            _trim_log(run / "log.jsonl", start)
         model = net
         if info.world_size > 1:
             model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
@@ -277,50 +285,66 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
 
         batches = Prefetcher(make_batch, range(start, schedule.total_steps), device)
         net.train()
-        for step in range(start, schedule.total_steps):
-            lr = schedule.lr(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_scale"]
-            batch = batches.get(step)
-            images = batch.images  # (3b, 3, P, P): saliency crops, views 1, views 2
-            if not (cfg.image_text and cfg.image_image):  # an ablation: encode only the crops its branch uses
-                images = images[:b] if cfg.image_text else images[b:]
-            if cfg.compile and batch.tokens is not None:
-                torch._dynamo.maybe_mark_dynamic(batch.tokens, 1)  # text lengths vary: one compilation for all
-            with autocast:
-                emb, txt = forward(images.contiguous(memory_format=torch.channels_last), batch.tokens)  # (nb, D), (b, D)
-            img_t = emb[:b] if cfg.image_text else None
-            view1, view2 = (emb[-2 * b : -b], emb[-b:]) if cfg.image_image else (None, None)
-            out = loss_fn(img_t, txt, view1, view2, batch.text_ids, batch.text_mask)
-            optimizer.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            # the global gradient norm, logged so a --grad-clip can be chosen from what a run measured
-            grad_norm = nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip or math.inf, foreach=True)
-            optimizer.step()
+        done = start
+        with _StopRequest(info, lambda: _emit(on_log, run, info, {"event": "stopping"}, log=False)) as stop:
+            try:
+                for step in range(start, schedule.total_steps):
+                    lr = schedule.lr(step)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr * group["lr_scale"]
+                    batch = batches.get(step)
+                    images = batch.images  # (3b, 3, P, P): saliency crops, views 1, views 2
+                    if not (cfg.image_text and cfg.image_image):  # an ablation: encode only the crops its branch uses
+                        images = images[:b] if cfg.image_text else images[b:]
+                    if cfg.compile and batch.tokens is not None:
+                        torch._dynamo.maybe_mark_dynamic(batch.tokens, 1)  # text lengths vary: one compilation for all
+                    with autocast:
+                        # (nb, D), (b, D)
+                        emb, txt = forward(images.contiguous(memory_format=torch.channels_last), batch.tokens)
+                    img_t = emb[:b] if cfg.image_text else None
+                    view1, view2 = (emb[-2 * b : -b], emb[-b:]) if cfg.image_image else (None, None)
+                    out = loss_fn(img_t, txt, view1, view2, batch.text_ids, batch.text_mask)
+                    optimizer.zero_grad(set_to_none=True)
+                    out["loss"].backward()
+                    # the global gradient norm, logged so a --grad-clip can be chosen from what a run measured
+                    grad_norm = nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip or math.inf, foreach=True)
+                    optimizer.step()
 
-            loss = out["loss"].detach()
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-            sums += torch.stack([loss, *(out[k].detach().to(device) for k in ("loss_it", "loss_ii")), grad_norm])
-            done = step + 1
-            if done % cfg.log_every == 0 or done == schedule.total_steps:
-                _check_finite(first_bad, run, last_saved)
-                means = (all_reduce_mean(sums, info.world_size) / (done - n_last)).tolist()
-                now = time.perf_counter()
-                _emit(on_log, run, info, {
-                    "step": done, "total": schedule.total_steps, "samples": done * cfg.batch_size,
-                    "loss": means[0], "loss_it": means[1], "loss_ii": means[2], "grad_norm": means[3], "lr": lr,
-                    "samples_per_s": (done - n_last) * cfg.batch_size / (now - t_last),
-                    "max_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-                })
-                sums.zero_()
-                t_last, n_last = now, done
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < schedule.total_steps:
-                _check_finite(first_bad, run, last_saved)
-                if info.is_main:
-                    save_state(run, net, optimizer, done, cfg)
-                last_saved = done
-            if cfg.export_every and done % cfg.export_every == 0 and info.is_main:
-                export(run, net, tokenizer, cfg, done, db.thresholds)
+                    loss = out["loss"].detach()
+                    first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+                    sums += torch.stack([loss, *(out[k].detach().to(device) for k in ("loss_it", "loss_ii")), grad_norm])
+                    done = step + 1
+                    if done % cfg.log_every == 0 or done == schedule.total_steps:
+                        _check_finite(first_bad, run, last_saved)
+                        means = (all_reduce_mean(sums, info.world_size) / (done - n_last)).tolist()
+                        now = time.perf_counter()
+                        _emit(on_log, run, info, {
+                            "step": done, "total": schedule.total_steps, "samples": done * cfg.batch_size,
+                            "loss": means[0], "loss_it": means[1], "loss_ii": means[2], "grad_norm": means[3], "lr": lr,
+                            "samples_per_s": (done - n_last) * cfg.batch_size / (now - t_last),
+                            "max_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30
+                            if device.type == "cuda" else None,
+                        })
+                        sums.zero_()
+                        t_last, n_last = now, done
+                    if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < schedule.total_steps:
+                        _check_finite(first_bad, run, last_saved)
+                        if info.is_main:
+                            save_state(run, net, optimizer, done, cfg)
+                        last_saved = done
+                    if cfg.export_every and done % cfg.export_every == 0 and info.is_main:
+                        export(run, net, tokenizer, cfg, done, db.thresholds)
+                    if stop.requested and done < schedule.total_steps:
+                        _check_finite(first_bad, run, last_saved)
+                        if last_saved != done:
+                            save_state(run, net, optimizer, done, cfg)
+                            last_saved = done
+                        raise Interrupted(f"stopped ({stop.requested}) after step {done} of {schedule.total_steps}; "
+                                          f"saved the state at step {done} in {run / 'state'}", done, done)
+            except KeyboardInterrupt:  # a second signal, or one raised before the handler was in place
+                raise Interrupted(f"stopped during step {done + 1} of {schedule.total_steps}; nothing saved at the "
+                                  f"interrupt, the last state is " + (f"step {last_saved} in {run / 'state'}"
+                                  if has_state(run) else "none"), done, last_saved) from None
         _check_finite(first_bad, run, last_saved)
         done = max(start, schedule.total_steps)
         if info.is_main:
@@ -335,6 +359,49 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
         destroy_process_group()
         if device.type == "cpu":
             torch.set_flush_denormal(False)
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM while training: the first asks the loop to stop after the step in progress (whose state it then
+    saves, as a kill mid-step could save half-updated weights) and calls `announce`; a second one interrupts at once.
+
+    One process only: a DDP rank that stopped alone would leave the others waiting in their all-reduce, so under
+    DDP the signals keep their usual effect (the run resumes from its last saved state). Handlers can only be set
+    from the main thread; elsewhere this does nothing.
+    """
+
+    def __init__(self, info: DistInfo, announce: Callable[[], None]):
+        self.active = info.world_size == 1 and threading.current_thread() is threading.main_thread()
+        self.announce, self.requested, self.previous = announce, None, {}
+
+    def __enter__(self) -> _StopRequest:
+        if self.active:
+            self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        self.announce()
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def _trim_log(log: Path, step: int) -> None:
+    """Drop the log records after `step` (a resumed run trains those steps again) and any half-written line."""
+    if not log.exists():
+        return
+    kept = []
+    for line in log.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line + "\n")
+        except ValueError:  # the line a kill cut short
+            continue
+    atomic_write_text(log, "".join(kept))
 
 
 def _barrier(info: DistInfo) -> None:
