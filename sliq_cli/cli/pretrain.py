@@ -17,7 +17,7 @@ def pretrain(
     db: Annotated[Path, typer.Option("--db", help="TADAC database folder (`sliq tadac build`).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: config, log, state, export.")],
     gpus: Annotated[Optional[int], typer.Option("--gpus", min=1, help="Processes (GPUs) on this machine, DDP.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=2, help="Global batch (default 256).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=2, help="Global batch (default 256, halved until a step fits the device's memory).")] = None,
     epochs: Annotated[Optional[float], typer.Option("--epochs", help="Training length in epochs (default 30).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Training length in steps (overrides --epochs).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Learning rate at batch 1024, scaled linearly with --batch-size (paper: 0.006).")] = None,
@@ -94,6 +94,9 @@ class _ProgressView:
         elif event == "resumed-from-export":
             self.console.print(f"resumed from the export at step {record['step']}; the optimiser's momentum did not "
                                "travel with it and starts from zero")
+        elif event == "batch-size":
+            self.console.print(f"the default {record['message']}: training with --batch-size {record['batch_size']} "
+                               "(the learning rate scales with it)", soft_wrap=True)
         elif event == "stopping":
             self.console.print("stopping after the step in progress to save its state (Ctrl-C again: stop now, "
                                "without saving)")

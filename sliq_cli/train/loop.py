@@ -109,6 +109,7 @@ def pretrain(overrides: dict, resume: bool = False, on_log: Callable[[dict], Non
     run = Path(overrides["out"])
     cfg = resolve_config(run, overrides, resume)
     env = torchrun_env()
+    cfg = fit_memory(cfg, env, "batch_size" in overrides, resume, on_log if env is None or env.is_main else None)
     if env is not None:
         train(replace(cfg, gpus=env.world_size), env, resume, on_log if env.is_main else None)
     elif cfg.gpus == 1:
@@ -116,6 +117,49 @@ def pretrain(overrides: dict, resume: bool = False, on_log: Callable[[dict], Non
     else:
         _spawn(cfg, resume, on_log)
     return run / "export"
+
+
+def fit_memory(cfg: PretrainConfig, env: DistInfo | None, chosen: bool, resumed: bool, on_log=None) -> PretrainConfig:
+    """Check before training that a step fits the device's memory (sliq_cli.train.memory). A batch the user chose
+    (or a resumed run's) that does not fit is refused with the numbers and the flag to change; the default batch is
+    halved until it fits (its learning rate scales with it), and on_log hears of it ({"event": "batch-size"})."""
+    from sliq_cli.tadac.database import load_database
+    from sliq_cli.train import memory
+    from sliq_cli.train.data import ImageStore, select_records
+
+    gpus = env.world_size if env is not None else cfg.gpus
+    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if cuda and not torch.cuda.is_available():
+        return cfg  # train() says why
+    device = torch.device("cuda", env.local_rank if env is not None else 0) if cuda else torch.device("cpu")
+    store = ImageStore.resident_bytes(select_records(load_database(cfg.db).records, cfg.data_fraction, cfg.seed))
+    need = memory.need(cfg, cfg.vocab_size, store, device)
+    room, where = memory.available(device)
+    if not room:
+        return cfg  # no way to tell on this system
+
+    def total(batch: int) -> int:  # each GPU holds its share of the batch; CPU processes share the RAM
+        return need.total(batch // gpus) * (1 if cuda else gpus)
+
+    def fits(batch: int) -> bool:
+        return total(batch) <= memory.USABLE_SHARE * room
+
+    if fits(cfg.batch_size):
+        return cfg
+    best = memory.largest_batch(fits, cfg.batch_size, gpus)
+    gb = 2**30
+    needs = (f"a batch of {cfg.batch_size} needs about {total(cfg.batch_size) / gb:.1f} GB on {device.type} "
+             f"({need.fixed / gb:.1f} GB for the weights, gradients, momentum and image store, then "
+             f"{need.per_sample / 2**20:.0f} MB per sample), more than the {room / gb:.1f} GB {where}")
+    if resumed or chosen or best is None:
+        remedy = (f"--batch-size {best} is the largest that fits" if best else
+                  "not even --batch-size 2 fits: choose a smaller --crop-size or --model, or --data-fraction")
+        if resumed:  # the batch is part of what a run is
+            remedy = f"resume the run on a machine with more memory, or start a new one ({remedy})"
+        raise SliqError(f"{needs}; {remedy}")
+    if on_log is not None:
+        on_log({"event": "batch-size", "batch_size": best, "default": cfg.batch_size, "message": needs})
+    return replace(cfg, batch_size=best)
 
 
 def _spawn(cfg: PretrainConfig, resume: bool, on_log) -> None:
