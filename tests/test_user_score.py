@@ -202,3 +202,27 @@ def test_a_folder_with_images_only_below_it_points_to_recursive(tmp_path):
         load_image(listed)
     assert list_images([str(tmp_path / "trip")]) == []  # other callers (tadac) see no files, as before
     assert [p.name for p in list_images([str(tmp_path / "trip")], recursive=True, empty_folders=True)] == ["a.png"]
+
+
+def test_a_folder_scan_takes_every_format_this_pillow_reads_and_reports_the_others(folder, tiny_encoder_dir):
+    """AVIF (read by Pillow >= 11.3) is scored from a folder as when named directly; a HEIC this Pillow cannot
+    decode is a per-file error counted in "N of M", never silently left out (issue #28)."""
+    from PIL import features
+
+    from sliq_cli.images import readable_suffixes
+
+    assert (".avif" in readable_suffixes()) == bool(features.check("avif"))
+    assert {".jpg", ".png", ".webp", ".tif"} <= readable_suffixes() and ".mpg" not in readable_suffixes()
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF codec")
+    Image.open(folder / "kodim03.jpg").save(folder / "kodim03-copy.avif", quality=90)
+    (folder / "phone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    n = len(list(folder.iterdir()))
+    r = runner.invoke(app, ["score", str(folder), "-m", str(tiny_encoder_dir)])
+    assert r.exit_code == 1
+    rows = {os.path.basename(x["path"]): x for x in jsonl_records(r.stdout)}
+    assert len(rows) == n
+    direct = jsonl_records(runner.invoke(app, ["score", str(folder / "kodim03-copy.avif"), "-m", str(tiny_encoder_dir)]).stdout)
+    assert rows["kodim03-copy.avif"]["score"] == pytest.approx(direct[0]["score"], abs=1e-4)
+    assert rows["phone.heic"]["score"] is None and "HEIC image, which this Pillow cannot decode" in rows["phone.heic"]["error"]
+    assert f"{n - 1} of {n} images scored; 1 failed" in r.stderr
