@@ -226,3 +226,21 @@ def test_a_folder_scan_takes_every_format_this_pillow_reads_and_reports_the_othe
     assert rows["kodim03-copy.avif"]["score"] == pytest.approx(direct[0]["score"], abs=1e-4)
     assert rows["phone.heic"]["score"] is None and "HEIC image, which this Pillow cannot decode" in rows["phone.heic"]["error"]
     assert f"{n - 1} of {n} images scored; 1 failed" in r.stderr
+
+
+def test_an_image_below_the_encoders_stride_is_an_error_not_a_score(tmp_path, tiny_encoder_dir, example_photos):
+    """A 1x1 image once got a normal-looking score; below the trunk's total stride it is a per-file error."""
+    metric = load(model=str(tiny_encoder_dir), device="cpu")
+    m = metric.extractor.min_side
+    photo = Image.open(example_photos[0]).convert("RGB")
+    photo.resize((1, 1)).save(tmp_path / "dot.png")
+    photo.resize((m - 1, 2 * m)).save(tmp_path / "narrow.png")
+    photo.resize((m, m)).save(tmp_path / "smallest.png")
+    r = runner.invoke(app, ["score", str(tmp_path), "-m", str(tiny_encoder_dir)])
+    assert r.exit_code == 1
+    rows = {os.path.basename(x["path"]): x for x in jsonl_records(r.stdout)}
+    assert rows["dot.png"]["score"] is None and "too small to score (1x1 px)" in rows["dot.png"]["error"]
+    assert rows["narrow.png"]["score"] is None and f"at least {m} px on each side" in rows["narrow.png"]["error"]
+    assert isinstance(rows["smallest.png"]["score"], float)
+    with pytest.raises(ValueError, match="too small to score"):
+        metric.score(photo.resize((1, 1)))
