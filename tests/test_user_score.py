@@ -244,3 +244,19 @@ def test_an_image_below_the_encoders_stride_is_an_error_not_a_score(tmp_path, ti
     assert isinstance(rows["smallest.png"]["score"], float)
     with pytest.raises(ValueError, match="too small to score"):
         metric.score(photo.resize((1, 1)))
+
+
+def test_the_package_loads_lazily_and_a_metric_is_callable(tiny_encoder_dir, example_photos):
+    """`import sliq_cli; sliq_cli.load()` as pyiqa users expect, without making `import sliq_cli` (and so
+    `sliq --help`) import torch; `metric(x)` is `metric.score(x)`."""
+    import sliq_cli
+
+    prog = "import sys, sliq_cli, sliq_cli.api; print(sliq_cli.load is sliq_cli.api.load, 'torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, check=True).stdout.split() == [
+        "True", "False"]
+    metric = sliq_cli.load(model=str(tiny_encoder_dir), device="cpu")
+    assert isinstance(metric, sliq_cli.Metric)
+    assert metric(example_photos[0]) == pytest.approx(metric.score(example_photos[0]), abs=1e-6)
+    assert metric(Image.open(example_photos[1])) == pytest.approx(metric.score(example_photos[1]), abs=1e-4)
+    with pytest.raises(AttributeError, match="no attribute 'lod'"):
+        sliq_cli.lod
