@@ -189,8 +189,11 @@ def test_ctrl_c_saves_the_step_and_says_how_to_resume(tmp_path, example_photos, 
     with pytest.raises(Interrupted, match="nothing saved at the interrupt, the last state is step 3") as e:
         pretrain(cfg, resume=True, on_log=two_signals_at_step_4)
     assert e.value.saved == 3 and _logged_steps(run) == [1, 2, 3, 4]
-    pretrain(cfg, resume=True)
-    assert _logged_steps(run) == [1, 2, 3, 4, 5]
+    events = []
+    pretrain(dict(cfg, steps=6, log_every=2), resume=True, on_log=events.append)
+    assert _logged_steps(run) == [1, 2, 3, 4, 6]
+    # between logged steps the progress bar still hears of every step
+    assert [r["step"] for r in events if r.get("event") == "step" or "loss" in r] == [4, 5, 6]
 
 
 def test_resume_from_an_export_that_travelled(tmp_path, example_photos):
@@ -246,3 +249,7 @@ def test_the_bar_follows_worker_logs_without_a_training_event():
     plain = Console(False)
     _ProgressView(plain, lambda *args, **kw: drawn.append(args)).update(step)
     assert plain.lines == ["step 2/10 loss 1.500 (it 1.00 ii 0.50) 100/s lr 1.00e-03"]
+    # a step between logged ones moves the bar on a terminal and prints nothing elsewhere
+    _ProgressView(terminal, lambda *args, **kw: drawn.append(args)).update({"event": "step", "step": 3, "total": 10})
+    _ProgressView(plain, lambda *args, **kw: drawn.append(args)).update({"event": "step", "step": 3, "total": 10})
+    assert drawn[-1] == ("pretrain", 3, 10) and len(plain.lines) == 1

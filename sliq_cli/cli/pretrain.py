@@ -100,6 +100,8 @@ class _ProgressView:
         elif event == "stopping":
             self.console.print("stopping after the step in progress to save its state (Ctrl-C again: stop now, "
                                "without saving)")
+        elif event == "step":
+            self.bar("pretrain", record["step"], record["total"])
         elif event == "training":
             self.bar("pretrain", record["start"], record["total"], stats="")
         elif event is None:

@@ -371,6 +371,9 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
                         })
                         sums.zero_()
                         t_last, n_last = now, done
+                    else:  # the progress bar moves every step (its rate and time left); the log keeps its interval
+                        _emit(on_log, run, info, {"event": "step", "step": done, "total": schedule.total_steps},
+                              log=False)
                     if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < schedule.total_steps:
                         _check_finite(first_bad, run, last_saved)
                         if info.is_main:
