@@ -28,6 +28,12 @@ def explain(
     Needs a model with a text tower (MODEL/text/, exported by `sliq pretrain`). A panel per image on a terminal,
     JSON lines in a pipe. Exit code 0 when every image was explained, 1 when some failed or the model cannot
     explain, 2 for usage errors.
+
+    Examples:
+
+    \b
+      sliq explain examples/kodim23.jpg   # a panel per image on a terminal
+      sliq explain examples/ --top 3 > why.jsonl
     """
     from sliq_cli.images import list_images
     from sliq_cli.iqa.explain import DEFAULT_THRESHOLDS_SOURCE, explain_images

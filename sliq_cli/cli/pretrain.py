@@ -50,7 +50,16 @@ def pretrain(
     crop_size: Annotated[Optional[int], typer.Option("--crop-size", min=32, help="Crop size (default 224).")] = None,
     max_resident_gb: Annotated[Optional[float], typer.Option("--max-resident-gb", help="Limit of the on-device image store.")] = None,
 ):
-    """Pretrain the SLIQUE image encoder (and text tower) with the joint contrastive loss."""
+    """Pretrain the SLIQUE image encoder (and text tower) with the joint contrastive loss.
+
+    Examples:
+
+    \b
+      sliq pretrain --db tadac --out runs/slique --steps 1000
+      sliq pretrain --db tadac --out runs/slique --resume  # after Ctrl-C
+      sliq pretrain --db tadac --out runs/lite0 --init imagenet \\
+          --model slique-efficientnet-lite0
+    """
     from sliq_cli.train.loop import pretrain as run_pretrain
 
     given = {
