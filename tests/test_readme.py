@@ -66,3 +66,12 @@ def test_the_python_api_block_gives_the_numbers_it_shows(monkeypatch):
         else:
             exec(compile(ast.Module([node], []), "README.md", "exec"), namespace)
     assert checked >= 3 and "metric" in namespace
+
+
+def test_set_up_says_what_it_installs_and_plots_say_what_they_need():
+    text = README.read_text(encoding="utf-8")
+    setup = text[text.index("## Set-up"):text.index("## Commands")]
+    assert "CUDA build" in setup and "CPU-importable" not in text  # what `pip install torch==...` really brings
+    assert "sliq-iqa[plots]" in setup
+    first_plot = text.index("sliq plot scatter ")
+    assert '".[plots]"' in text[text.rindex("```bash", 0, first_plot):first_plot]  # in the block that introduces it
