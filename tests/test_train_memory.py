@@ -45,6 +45,16 @@ def test_the_estimate_grows_with_batch_crop_and_trunk(db):
     assert small.total(64) - small.total(32) == 32 * small.per_sample
     on_gpu = memory.need(PretrainConfig(db=str(db), **SMALL), 1000, 0, torch.device("cuda"))  # counted on `meta`
     assert on_gpu.per_sample < small.per_sample  # bf16 autocast
+    # a checkpoint start (the shipped model) is counted with its own architecture: weights, gradients, momentum
+    from sliq_cli.model.checkpoint import load_encoder
+    from sliq_cli.model.resolve import resolve_model
+    from sliq_cli.train.loop import build_models
+
+    shipped = str(resolve_model(None))
+    need = memory.need(PretrainConfig(db=str(db), **{**SMALL, "init": shipped}), 1000, 0, cpu)
+    text = build_models(PretrainConfig(**SMALL), 1000).text
+    params = sum(p.numel() for m in (load_encoder(shipped), text) for p in m.parameters())
+    assert need.fixed == 3 * 4 * params
 
 
 def test_a_default_batch_is_halved_until_it_fits_and_a_chosen_one_refused(db, monkeypatch):

@@ -31,9 +31,15 @@ class Need:
 def need(cfg, vocab_size: int, store_bytes: int, device: torch.device) -> Need:
     from sliq_cli.train.loop import build_models
 
-    # an ImageNet start has the scratch model's shapes (and needs no weights file to count them)
+    # only the shapes count: an ImageNet start has the scratch model's, a checkpoint start its config's
     with torch.device("meta"):
-        net = build_models(replace(cfg, init="scratch") if cfg.init == "imagenet" else cfg, vocab_size)
+        net = build_models(replace(cfg, init="scratch"), vocab_size)
+        if cfg.init not in ("scratch", "imagenet"):
+            from sliq_cli.model.checkpoint import read_config
+            from sliq_cli.model.config import EncoderConfig
+            from sliq_cli.model.encoder import ImageEncoder
+
+            net.image = ImageEncoder(EncoderConfig.from_dict(read_config(cfg.init)["config"]))
     params = sum(p.numel() * p.element_size() for p in net.parameters())
     image = _per_item(lambda n: net.image(torch.empty(n, 3, cfg.crop_size, cfg.crop_size, device="meta")))
     text = _per_item(lambda n: net.text(torch.zeros(n, cfg.context, dtype=torch.long, device="meta"))) if net.text else 0
