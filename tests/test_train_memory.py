@@ -87,3 +87,21 @@ def test_the_command_refuses_before_training(db, tmp_path, monkeypatch):
     assert result.exit_code != 0 and isinstance(result.exception, SliqError)
     assert "a batch of 256 needs about" in str(result.exception) and "--batch-size" in str(result.exception)
     assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_the_command_trains_with_the_largest_default_batch_that_fits(db, tmp_path, monkeypatch):
+    import json
+
+    _room(monkeypatch, 0.5)
+    app = typer.Typer()
+    app.command()(pretrain_command)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["--db", str(db), "--out", str(run), "--model", "slique-resnet18", "--crop-size",
+                                      "64", "--text-width", "64", "--text-layers", "2", "--text-heads", "4",
+                                      "--steps", "1", "--workers", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    batch = json.loads((run / "config.json").read_text())["batch_size"]
+    assert 2 <= batch < 256
+    said = " ".join(result.stderr.split())
+    assert "a batch of 256 needs about" in said
+    assert f"training with --batch-size {batch} instead of the default 256" in said

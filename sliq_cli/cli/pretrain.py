@@ -104,8 +104,8 @@ class _ProgressView:
             self.console.print(f"resumed from the export at step {record['step']}; the optimiser's momentum did not "
                                "travel with it and starts from zero")
         elif event == "batch-size":
-            self.console.print(f"the default {record['message']}: training with --batch-size {record['batch_size']} "
-                               "(the learning rate scales with it)", soft_wrap=True)
+            self.console.print(f"{record['message']}; training with --batch-size {record['batch_size']} instead of "
+                               f"the default {record['default']} (the learning rate scales with it)", soft_wrap=True)
         elif event == "stopping":
             self.console.print("stopping after the step in progress to save its state (Ctrl-C again: stop now, "
                                "without saving)")
