@@ -186,7 +186,7 @@ def test_ctrl_c_saves_the_step_and_says_how_to_resume(tmp_path, example_photos, 
             os.kill(os.getpid(), signal.SIGINT)
 
     cfg = dict(TINY, db=str(db), out=str(run), batch_size=8, steps=5, checkpoint_every=2, group_size=8)  # as the CLI
-    with pytest.raises(Interrupted, match="nothing saved at the interrupt, the last state is step 3") as e:
+    with pytest.raises(Interrupted, match="nothing saved at the interrupt; the last saved state is step 3") as e:
         pretrain(cfg, resume=True, on_log=two_signals_at_step_4)
     assert e.value.saved == 3 and _logged_steps(run) == [1, 2, 3, 4]
     events = []

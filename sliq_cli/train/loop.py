@@ -275,6 +275,8 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
     if device.type == "cpu":  # subnormal floats (small gradients, momentum tails) slow CPU SGD steps several-fold
         torch.set_flush_denormal(True)
     batches = None
+    done = None  # the last step trained, once the loop runs (for an interrupt's message)
+    stop = _StopRequest(info, lambda: _emit(on_log, Path(cfg.out), info, {"event": "stopping"}, log=False))
     try:
         run = Path(cfg.out)
         db = load_database(cfg.db)
@@ -330,68 +332,60 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
         batches = Prefetcher(make_batch, range(start, schedule.total_steps), device)
         net.train()
         done = start
-        with _StopRequest(info, lambda: _emit(on_log, run, info, {"event": "stopping"}, log=False)) as stop:
-            try:
-                for step in range(start, schedule.total_steps):
-                    lr = schedule.lr(step)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr * group["lr_scale"]
-                    batch = batches.get(step)
-                    images = batch.images  # (3b, 3, P, P): saliency crops, views 1, views 2
-                    if not (cfg.image_text and cfg.image_image):  # an ablation: encode only the crops its branch uses
-                        images = images[:b] if cfg.image_text else images[b:]
-                    if cfg.compile and batch.tokens is not None:
-                        torch._dynamo.maybe_mark_dynamic(batch.tokens, 1)  # text lengths vary: one compilation for all
-                    with autocast:
-                        # (nb, D), (b, D)
-                        emb, txt = forward(images.contiguous(memory_format=torch.channels_last), batch.tokens)
-                    img_t = emb[:b] if cfg.image_text else None
-                    view1, view2 = (emb[-2 * b : -b], emb[-b:]) if cfg.image_image else (None, None)
-                    out = loss_fn(img_t, txt, view1, view2, batch.text_ids, batch.text_mask)
-                    optimizer.zero_grad(set_to_none=True)
-                    out["loss"].backward()
-                    # the global gradient norm, logged so a --grad-clip can be chosen from what a run measured
-                    grad_norm = nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip or math.inf, foreach=True)
-                    optimizer.step()
+        stop.install()
+        for step in range(start, schedule.total_steps):
+            lr = schedule.lr(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group["lr_scale"]
+            batch = batches.get(step)
+            images = batch.images  # (3b, 3, P, P): saliency crops, views 1, views 2
+            if not (cfg.image_text and cfg.image_image):  # an ablation: encode only the crops its branch uses
+                images = images[:b] if cfg.image_text else images[b:]
+            if cfg.compile and batch.tokens is not None:
+                torch._dynamo.maybe_mark_dynamic(batch.tokens, 1)  # text lengths vary: one compilation for all
+            with autocast:
+                emb, txt = forward(images.contiguous(memory_format=torch.channels_last), batch.tokens)  # (nb, D), (b, D)
+            img_t = emb[:b] if cfg.image_text else None
+            view1, view2 = (emb[-2 * b : -b], emb[-b:]) if cfg.image_image else (None, None)
+            out = loss_fn(img_t, txt, view1, view2, batch.text_ids, batch.text_mask)
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            # the global gradient norm, logged so a --grad-clip can be chosen from what a run measured
+            grad_norm = nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip or math.inf, foreach=True)
+            optimizer.step()
 
-                    loss = out["loss"].detach()
-                    first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-                    sums += torch.stack([loss, *(out[k].detach().to(device) for k in ("loss_it", "loss_ii")), grad_norm])
-                    done = step + 1
-                    if done % cfg.log_every == 0 or done == schedule.total_steps:
-                        _check_finite(first_bad, run, last_saved)
-                        means = (all_reduce_mean(sums, info.world_size) / (done - n_last)).tolist()
-                        now = time.perf_counter()
-                        _emit(on_log, run, info, {
-                            "step": done, "total": schedule.total_steps, "samples": done * cfg.batch_size,
-                            "loss": means[0], "loss_it": means[1], "loss_ii": means[2], "grad_norm": means[3], "lr": lr,
-                            "samples_per_s": (done - n_last) * cfg.batch_size / (now - t_last),
-                            "max_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30
-                            if device.type == "cuda" else None,
-                        })
-                        sums.zero_()
-                        t_last, n_last = now, done
-                    else:  # the progress bar moves every step (its rate and time left); the log keeps its interval
-                        _emit(on_log, run, info, {"event": "step", "step": done, "total": schedule.total_steps},
-                              log=False)
-                    if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < schedule.total_steps:
-                        _check_finite(first_bad, run, last_saved)
-                        if info.is_main:
-                            save_state(run, net, optimizer, done, cfg)
-                        last_saved = done
-                    if cfg.export_every and done % cfg.export_every == 0 and info.is_main:
-                        export(run, net, tokenizer, cfg, done, db.thresholds)
-                    if stop.requested and done < schedule.total_steps:
-                        _check_finite(first_bad, run, last_saved)
-                        if last_saved != done:
-                            save_state(run, net, optimizer, done, cfg)
-                            last_saved = done
-                        raise Interrupted(f"stopped ({stop.requested}) after step {done} of {schedule.total_steps}; "
-                                          f"saved the state at step {done} in {run / 'state'}", done, done)
-            except KeyboardInterrupt:  # a second signal, or one raised before the handler was in place
-                raise Interrupted(f"stopped during step {done + 1} of {schedule.total_steps}; nothing saved at the "
-                                  f"interrupt, the last state is " + (f"step {last_saved} in {run / 'state'}"
-                                  if has_state(run) else "none"), done, last_saved) from None
+            loss = out["loss"].detach()
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+            sums += torch.stack([loss, *(out[k].detach().to(device) for k in ("loss_it", "loss_ii")), grad_norm])
+            done = step + 1
+            if done % cfg.log_every == 0 or done == schedule.total_steps:
+                _check_finite(first_bad, run, last_saved)
+                means = (all_reduce_mean(sums, info.world_size) / (done - n_last)).tolist()
+                now = time.perf_counter()
+                _emit(on_log, run, info, {
+                    "step": done, "total": schedule.total_steps, "samples": done * cfg.batch_size,
+                    "loss": means[0], "loss_it": means[1], "loss_ii": means[2], "grad_norm": means[3], "lr": lr,
+                    "samples_per_s": (done - n_last) * cfg.batch_size / (now - t_last),
+                    "max_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+                })
+                sums.zero_()
+                t_last, n_last = now, done
+            else:  # the progress bar moves every step (its rate and time left); the log keeps its interval
+                _emit(on_log, run, info, {"event": "step", "step": done, "total": schedule.total_steps}, log=False)
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < schedule.total_steps:
+                _check_finite(first_bad, run, last_saved)
+                if info.is_main:
+                    save_state(run, net, optimizer, done, cfg)
+                last_saved = done
+            if cfg.export_every and done % cfg.export_every == 0 and info.is_main:
+                export(run, net, tokenizer, cfg, done, db.thresholds)
+            if stop.requested and done < schedule.total_steps:
+                _check_finite(first_bad, run, last_saved)
+                if last_saved != done:
+                    save_state(run, net, optimizer, done, cfg)
+                    last_saved = done
+                raise Interrupted(f"stopped ({stop.requested}) after step {done} of {schedule.total_steps}; "
+                                  f"saved the state at step {done} in {run / 'state'}", done, done)
         _check_finite(first_bad, run, last_saved)
         done = max(start, schedule.total_steps)
         if info.is_main:
@@ -400,7 +394,14 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
             export(run, net, tokenizer, cfg, done, db.thresholds)
             _emit(on_log, run, info, {"event": "exported", "step": done, "export": str(run / "export")}, log=False)
         _barrier(info)
+    except KeyboardInterrupt:  # a second signal, or one before the handler: nothing saved at the interrupt
+        if done is None:
+            raise  # before training: nothing to save
+        raise Interrupted(f"stopped at step {done} of {schedule.total_steps} with nothing saved at the interrupt; "
+                          "the last saved state is " + (f"step {last_saved} in {run / 'state'}" if has_state(run)
+                                                        else "none"), done, last_saved) from None
     finally:
+        stop.restore()
         if batches is not None:  # on an error, the prefetch thread would stay blocked holding device batches
             batches.close()
         destroy_process_group()
@@ -421,10 +422,9 @@ class _StopRequest:
         self.active = info.world_size == 1 and threading.current_thread() is threading.main_thread()
         self.announce, self.requested, self.previous = announce, None, {}
 
-    def __enter__(self) -> _StopRequest:
+    def install(self) -> None:
         if self.active:
             self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
@@ -432,9 +432,10 @@ class _StopRequest:
         self.requested = signal.Signals(signum).name
         self.announce()
 
-    def __exit__(self, *exc) -> None:
+    def restore(self) -> None:
         for s, handler in self.previous.items():
             signal.signal(s, handler)
+        self.previous = {}
 
 
 def _trim_log(log: Path, step: int) -> None:
