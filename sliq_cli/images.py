@@ -66,10 +66,10 @@ def list_images(paths: Iterable[str], recursive: bool = False, stdin=None, empty
     A folder contributes the image files in it (and below it with `recursive`), sorted: those with a suffix of
     readable_suffixes() or PHOTO_SUFFIXES (one this Pillow cannot decode then gets its own error); with
     `empty_folders`, a folder holding none is kept as itself, so the caller reports it (load_image says why)
-    instead of dropping it silently (an empty folder named `dir.jpg` looks like an image in a listing). A file is taken as given
-    whatever its suffix (so a broken or mislabelled file gets its own error later). A PATH that does not exist is a
-    usage error (a typo: nothing is scored); `-` reads one path per line from standard input, where a missing file
-    is a per-file failure (a listing may race with deletions).
+    instead of dropping it silently (an empty folder named `dir.jpg` looks like an image in a listing). A file is
+    taken as given whatever its suffix (so a broken or mislabelled file gets its own error later). A PATH that does
+    not exist is a usage error (a typo: nothing is scored); `-` reads one path per line from standard input, where a
+    missing file is a per-file failure (a listing may race with deletions).
     """
     out: list[Path] = []
     missing = [p for p in paths if p != "-" and not os.path.lexists(p)]  # lexists: a broken link gets its own error

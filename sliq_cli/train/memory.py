@@ -42,9 +42,11 @@ def need(cfg, vocab_size: int, store_bytes: int, device: torch.device) -> Need:
             net.image = ImageEncoder(EncoderConfig.from_dict(read_config(cfg.init)["config"]))
     params = sum(p.numel() * p.element_size() for p in net.parameters())
     image = _per_item(lambda n: net.image(torch.empty(n, 3, cfg.crop_size, cfg.crop_size, device="meta")))
-    text = _per_item(lambda n: net.text(torch.zeros(n, cfg.context, dtype=torch.long, device="meta"))) if net.text else 0
+    text = 0.0
+    if net.text is not None:
+        text = _per_item(lambda n: net.text(torch.zeros(n, cfg.context, dtype=torch.long, device="meta")))
     views = (1 if cfg.image_text else 0) + (2 if cfg.image_image else 0)
-    input_bytes = 4 * 3 * cfg.crop_size**2 * 3  # the step's float views (the batch and its channels-last copy)
+    input_bytes = 2 * 4 * 3 * cfg.crop_size**2 * views  # the step's float views, and their channels-last copy
     per_sample = (views * image + text) * (0.5 if device.type == "cuda" else 1.0) * BACKWARD_MARGIN + input_bytes
     return Need(fixed=3 * params + store_bytes, per_sample=math.ceil(per_sample))
 
