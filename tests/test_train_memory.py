@@ -25,7 +25,7 @@ def db(tmp_path, example_photos):
 
 def _room(monkeypatch, gib: float) -> None:
     """This machine as one with `gib` GiB of RAM available."""
-    monkeypatch.setattr(memory, "available", lambda device: (int(gib * 2**30), "available RAM"))
+    monkeypatch.setattr(memory, "available", lambda device, trains_here=True: (int(gib * 2**30), "available RAM"))
 
 
 def _store_bytes(db) -> int:

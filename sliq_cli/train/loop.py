@@ -134,7 +134,7 @@ def fit_memory(cfg: PretrainConfig, env: DistInfo | None, chosen: bool, resumed:
     device = torch.device("cuda", env.local_rank if env is not None else 0) if cuda else torch.device("cpu")
     store = ImageStore.resident_bytes(select_records(load_database(cfg.db).records, cfg.data_fraction, cfg.seed))
     need = memory.need(cfg, cfg.vocab_size, store, device)
-    room, where = memory.available(device)
+    room, where = memory.available(device, trains_here=env is not None or gpus == 1)
     if not room:
         return cfg  # no way to tell on this system
 

@@ -69,11 +69,16 @@ def _per_item(forward) -> float:
     return (totals[1] - totals[0]) / 2
 
 
-def available(device: torch.device) -> tuple[int, str]:
-    """Bytes this process may still allocate on `device`, and where the number comes from."""
+def available(device: torch.device, trains_here: bool = True) -> tuple[int, str]:
+    """Bytes a process may still allocate on `device`, and where the number comes from. trains_here=False (the
+    parent of `--gpus N` processes): the GPU's total memory, read without creating a CUDA context, which would hold
+    GPU memory for the whole run."""
     if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        if not trains_here:
+            return torch.cuda.get_device_properties(device).total_memory, f"of {name}"
         free, _ = torch.cuda.mem_get_info(device)
-        return free, f"free on {torch.cuda.get_device_name(device)}"
+        return free, f"free on {name}"
     free = _meminfo_available()
     limit = _cgroup_room()
     if limit is not None and (free is None or limit < free):
