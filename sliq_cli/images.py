@@ -76,7 +76,10 @@ def list_images(paths: Iterable[str], recursive: bool = False, stdin=None, empty
     if missing:
         from sliq_cli.errors import UsageError
 
-        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+        hint = ""
+        if any(p.lower() in ("true", "false", "yes", "no") for p in missing):  # `--sort true`: a flag given a value
+            hint = " (a flag such as --sort or --recursive takes no value: give the flag alone)"
+        raise UsageError(f"no such file or folder: {', '.join(missing)}{hint}")
     for p in paths:
         if p == "-":
             lines = (stdin or sys.stdin).read().splitlines()

@@ -42,3 +42,10 @@ def test_help_has_examples_and_fits_80_columns(path):
 def test_brackets_in_help_are_kept():
     text = CliRunner().invoke(app, ["pretrain", "--help"], terminal_width=80).output
     assert "[imagenet] extra" in " ".join(text.split())
+
+
+def test_a_value_after_a_flag_is_explained(tmp_path, example_photos):
+    """`--sort true` reads `true` as a PATH (flags take no value); the error says so instead of only 'no such file'."""
+    result = CliRunner().invoke(app, ["score", str(example_photos[0]), "--sort", "true"])
+    assert result.exit_code == 2
+    assert "no such file or folder: true" in result.output and "takes no value" in result.output
