@@ -49,3 +49,8 @@ def test_a_value_after_a_flag_is_explained(tmp_path, example_photos):
     result = CliRunner().invoke(app, ["score", str(example_photos[0]), "--sort", "true"])
     assert result.exit_code == 2
     assert "no such file or folder: true" in result.output and "takes no value" in result.output
+
+
+def test_the_top_level_help_has_examples():
+    text = CliRunner().invoke(app, ["--help"], terminal_width=80).output
+    assert "Examples:" in text and "  sliq score examples/" in text and max(map(len, text.splitlines())) <= 80
