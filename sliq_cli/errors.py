@@ -31,3 +31,13 @@ class InputError(SliqError):
         self.line = line
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {reason}")
+
+
+class Interrupted(SliqError):
+    """Stopped by Ctrl-C or SIGTERM (exit code 130, as a shell reports SIGINT)."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, step: int, saved: int):
+        self.step, self.saved = step, saved  # the last step trained, the step of the last saved state
+        super().__init__(message)

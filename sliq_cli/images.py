@@ -8,6 +8,7 @@ an error for that file); zero-byte, truncated, non-image and unreadable files (p
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sys
 import warnings
@@ -15,8 +16,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm", ".jfif"}
 JPEG_SUFFIXES = {".jpg", ".jpeg", ".jfif"}
+# Photo formats a Pillow build may lack a decoder for. A folder scan lists them too, so such a file gets its own
+# error (what to do about it) instead of being missing from the results.
+PHOTO_SUFFIXES = frozenset({".heic", ".heif", ".hif", ".avif", ".jxl", ".webp", ".jp2"})
+# Formats Pillow identifies but are not photographs it decodes: video (MPEG: its header only), PostScript (needs
+# Ghostscript), IPTC metadata, FITS science data (.fit is also a fitness-tracker file).
+_NOT_PHOTOS = frozenset({"MPEG", "EPS", "IPTC", "FITS"})
+# Formats whose decoder is an optional library of the Pillow build.
+_OPTIONAL_DECODERS = {"AVIF": "avif", "WEBP": "webp", "JPEG2000": "jpg_2000"}
+
+
+@functools.cache
+def readable_suffixes() -> frozenset[str]:
+    """The file suffixes of the image formats this Pillow decodes (its plugins and the libraries it was built with),
+    e.g. .avif with Pillow >= 11.3. A folder scan takes these and PHOTO_SUFFIXES."""
+    from PIL import Image, ImageFile, features
+
+    Image.init()
+
+    def decodes(fmt: str) -> bool:
+        factory = Image.OPEN.get(fmt, (None,))[0]
+        if fmt in _NOT_PHOTOS or factory is None:
+            return False
+        if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):  # needs a handler installed
+            return False
+        return fmt not in _OPTIONAL_DECODERS or bool(features.check(_OPTIONAL_DECODERS[fmt]))
+
+    return frozenset(suffix for suffix, fmt in Image.registered_extensions().items() if decodes(fmt))
+
+
+def is_image_name(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    return suffix in PHOTO_SUFFIXES or suffix in readable_suffixes()
 
 
 @dataclass
@@ -31,19 +63,23 @@ class ImageLoadError(Exception):
 def list_images(paths: Iterable[str], recursive: bool = False, stdin=None, empty_folders: bool = False) -> list[Path]:
     """Expand the command line's PATHs into image files, in a stable order.
 
-    A folder contributes the image files in it (and below it with `recursive`), sorted; with `empty_folders`, a
-    folder holding none is kept as itself, so the caller reports it (load_image says why) instead of dropping it
-    silently (an empty folder named `dir.jpg` looks like an image in a listing). A file is taken as given
-    whatever its suffix (so a broken or mislabelled file gets its own error later). A PATH that does not exist is a
-    usage error (a typo: nothing is scored); `-` reads one path per line from standard input, where a missing file
-    is a per-file failure (a listing may race with deletions).
+    A folder contributes the image files in it (and below it with `recursive`), sorted: those with a suffix of
+    readable_suffixes() or PHOTO_SUFFIXES (one this Pillow cannot decode then gets its own error); with
+    `empty_folders`, a folder holding none is kept as itself, so the caller reports it (load_image says why)
+    instead of dropping it silently (an empty folder named `dir.jpg` looks like an image in a listing). A file is
+    taken as given whatever its suffix (so a broken or mislabelled file gets its own error later). A PATH that does
+    not exist is a usage error (a typo: nothing is scored); `-` reads one path per line from standard input, where a
+    missing file is a per-file failure (a listing may race with deletions).
     """
     out: list[Path] = []
     missing = [p for p in paths if p != "-" and not os.path.lexists(p)]  # lexists: a broken link gets its own error
     if missing:
         from sliq_cli.errors import UsageError
 
-        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+        hint = ""
+        if any(p.lower() in ("true", "false", "yes", "no") for p in missing):  # `--sort true`: a flag given a value
+            hint = " (a flag such as --sort or --recursive takes no value: give the flag alone)"
+        raise UsageError(f"no such file or folder: {', '.join(missing)}{hint}")
     for p in paths:
         if p == "-":
             lines = (stdin or sys.stdin).read().splitlines()
@@ -52,7 +88,7 @@ def list_images(paths: Iterable[str], recursive: bool = False, stdin=None, empty
         path = Path(p)
         if path.is_dir():
             found = path.rglob("*") if recursive else path.iterdir()
-            images = sorted(f for f in found if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            images = sorted(f for f in found if f.is_file() and is_image_name(f))
             out.extend(images or ([path] if empty_folders else []))
         else:
             out.append(path)
@@ -60,9 +96,9 @@ def list_images(paths: Iterable[str], recursive: bool = False, stdin=None, empty
 
 
 def _folder_reason(path: Path) -> str:
-    if any(f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES for f in path.iterdir()):
+    if any(f.is_file() and is_image_name(f) for f in path.iterdir()):
         return "a folder, not an image (give the folder as an argument, not in a list of files)"
-    below = any(f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() for f in path.rglob("*"))  # only without -r
+    below = any(is_image_name(f) and f.is_file() for f in path.rglob("*"))  # only without -r
     return "a folder with no image files in it" + (" (its sub-folders have some: --recursive)" if below else "")
 
 
@@ -110,6 +146,10 @@ def load_image(path, max_pixels: int | None = None, max_side: int | None = None)
     except Image.DecompressionBombError as e:
         raise ImageLoadError(str(path), f"refused as a possible decompression bomb ({e})") from None
     except UnidentifiedImageError:
+        suffix = path.suffix.lower()
+        if suffix in PHOTO_SUFFIXES and suffix not in readable_suffixes():
+            raise ImageLoadError(str(path), f"a {suffix[1:].upper()} image, which this Pillow cannot decode "
+                                            "(convert it to JPEG or PNG)") from None
         raise ImageLoadError(str(path), "not an image (or a format Pillow cannot read)") from None
     except OSError as e:
         if e.errno == errno.ELOOP:

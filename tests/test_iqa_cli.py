@@ -25,7 +25,7 @@ def _dataset(folder, n=30, seed=0):
     for i in range(n):
         level = rng.uniform(0.15, 1.0)
         noisy = i % 2 == 0
-        pix = rng.random((24, 32, 3)) * (0.6 if noisy else 0.1) + level * 0.5
+        pix = rng.random((32, 40, 3)) * (0.6 if noisy else 0.1) + level * 0.5  # >= the trunk's stride (32 px)
         Image.fromarray((pix.clip(0, 1) * 255).astype(np.uint8)).save(folder / f"im{i:02d}.png")
         lines.append(f"im{i:02d}.png,{100 * level:.3f},r{i // 3},{'noise' if noisy else 'clean'}")
     (folder / "mos.csv").write_text("\n".join(lines) + "\n")

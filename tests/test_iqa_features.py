@@ -172,7 +172,7 @@ def test_the_first_batch_goes_early(encoder, tmp_path, example_photos):
     """The model starts after FIRST_BATCH images, not after a full batch: the first score comes early."""
     from sliq_cli.iqa.features import FIRST_BATCH
 
-    src = Image.open(example_photos[0]).convert("RGB").resize((40, 30))
+    src = Image.open(example_photos[0]).convert("RGB").resize((40, 32))  # >= the trunk's stride
     paths = []
     for i in range(FIRST_BATCH + 5):
         src.save(tmp_path / f"im{i}.png")
@@ -193,7 +193,7 @@ def test_a_short_batch_takes_the_full_shape_already_run(encoder, tmp_path, examp
     src = Image.open(example_photos[0]).convert("RGB")
     paths = []
     for i in range(21):
-        src.resize((40 + i % 3, 30)).save(tmp_path / f"im{i}.png")
+        src.resize((40 + i % 3, 32)).save(tmp_path / f"im{i}.png")
         paths.append(tmp_path / f"im{i}.png")
     batches = _batches(FeatureExtractor(encoder, batch_size=16, canvas=True), paths)
     assert [n for n, _ in batches] == [16, 5]
@@ -233,7 +233,7 @@ def test_large_photos_of_a_repeated_size_run_at_their_own_size(encoder, tmp_path
 def test_reading_ahead_is_bounded(encoder, tmp_path, example_photos, monkeypatch):
     """A caller that takes one result has not made the pool read the whole folder (memory stays bounded on a folder
     of a million files)."""
-    src = Image.open(example_photos[0]).convert("RGB").resize((16, 12))
+    src = Image.open(example_photos[0]).convert("RGB").resize((32, 32))
     paths = []
     for i in range(400):
         src.save(tmp_path / f"im{i}.png")

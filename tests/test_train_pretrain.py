@@ -148,6 +148,59 @@ def test_cli_resume_after_a_kill_matches_the_uninterrupted_run(tmp_path, example
     resumed = runner.invoke(app, args("cut", "--resume", "--device", "cpu"))
     assert resumed.exit_code == 0, resumed.output
     assert _losses(tmp_path / "cut") == pytest.approx(_losses(tmp_path / "full"), rel=1e-5)
+    assert _logged_steps(tmp_path / "cut") == [1, 2, 3, 4]  # step 3, trained twice, is logged once
+
+
+def _logged_steps(run) -> list[int]:
+    return [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_ctrl_c_saves_the_step_and_says_how_to_resume(tmp_path, example_photos, monkeypatch):
+    """SIGINT (Ctrl-C) or SIGTERM: the step in progress finishes and is saved, the command says so and how to resume,
+    exit code 130; a second signal stops at once and names the last saved state; a resumed run logs each step once."""
+    import os
+    import signal
+
+    from sliq_cli.cli import pretrain as cli_pretrain
+    from sliq_cli.errors import Interrupted
+
+    db = _db(tmp_path, example_photos, pristine=True)
+    app = typer.Typer()
+    app.command()(pretrain_command)
+    run = tmp_path / "run"
+    args = ["--db", str(db), "--out", str(run), "--model", "slique-resnet18", "--crop-size", "64", "--batch-size", "8",
+            "--steps", "5", "--checkpoint-every", "2", "--workers", "1", "--text-width", "64", "--text-layers", "2",
+            "--text-heads", "4", "--log-every", "1", "--device", "cpu"]
+    update = cli_pretrain._ProgressView.update
+
+    def signal_at_step_3(self, record):
+        update(self, record)
+        if record.get("step") == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(cli_pretrain._ProgressView, "update", signal_at_step_3)
+    stopped = CliRunner().invoke(app, args)
+    assert stopped.exit_code == 130, stopped.output
+    assert "stopping after the step in progress to save its state" in stopped.stderr
+    assert f"saved the state at step 3 in {run / 'state'}" in stopped.stderr
+    assert f"continue with: sliq pretrain --db {db} --out {run} --resume" in stopped.stderr
+    assert json.loads((run / "state" / "latest.json").read_text())["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    def two_signals_at_step_4(record):
+        if record.get("step") == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    cfg = dict(TINY, db=str(db), out=str(run), batch_size=8, steps=5, checkpoint_every=2, group_size=8)  # as the CLI
+    with pytest.raises(Interrupted, match="nothing saved at the interrupt; the last saved state is step 3") as e:
+        pretrain(cfg, resume=True, on_log=two_signals_at_step_4)
+    assert e.value.saved == 3 and _logged_steps(run) == [1, 2, 3, 4]
+    events = []
+    pretrain(dict(cfg, steps=6, log_every=2), resume=True, on_log=events.append)
+    assert _logged_steps(run) == [1, 2, 3, 4, 6]
+    # between logged steps the progress bar still hears of every step
+    assert [r["step"] for r in events if r.get("event") == "step" or "loss" in r] == [4, 5, 6]
 
 
 def test_resume_from_an_export_that_travelled(tmp_path, example_photos):
@@ -203,3 +256,7 @@ def test_the_bar_follows_worker_logs_without_a_training_event():
     plain = Console(False)
     _ProgressView(plain, lambda *args, **kw: drawn.append(args)).update(step)
     assert plain.lines == ["step 2/10 loss 1.500 (it 1.00 ii 0.50) 100/s lr 1.00e-03"]
+    # a step between logged ones moves the bar on a terminal and prints nothing elsewhere
+    _ProgressView(terminal, lambda *args, **kw: drawn.append(args)).update({"event": "step", "step": 3, "total": 10})
+    _ProgressView(plain, lambda *args, **kw: drawn.append(args)).update({"event": "step", "step": 3, "total": 10})
+    assert drawn[-1] == ("pretrain", 3, 10) and len(plain.lines) == 1

@@ -20,7 +20,7 @@ def _dataset(folder, n, seed, distortion=False):
     lines = ["image,mos" + (",distortion" if distortion else "")]
     for i in range(n):
         level = rng.uniform(0.15, 1.0)
-        pix = rng.random((24, 32, 3)) * (0.6 if i % 2 else 0.1) + level * 0.5
+        pix = rng.random((32, 40, 3)) * (0.6 if i % 2 else 0.1) + level * 0.5
         Image.fromarray((pix.clip(0, 1) * 255).astype(np.uint8)).save(folder / f"im{i:02d}.png")
         lines.append(f"im{i:02d}.png,{100 * level:.3f}" + (f",{'noise' if i % 2 else 'clean'}" if distortion else ""))
     (folder / "mos.csv").write_text("\n".join(lines) + "\n")

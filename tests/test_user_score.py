@@ -204,3 +204,61 @@ def test_a_folder_with_images_only_below_it_points_to_recursive(tmp_path):
         load_image(listed)
     assert list_images([str(tmp_path / "trip")]) == []  # other callers (tadac) see no files, as before
     assert [p.name for p in list_images([str(tmp_path / "trip")], recursive=True, empty_folders=True)] == ["a.png"]
+
+
+def test_a_folder_scan_takes_every_format_this_pillow_reads_and_reports_the_others(folder, tiny_encoder_dir):
+    """AVIF (read by Pillow >= 11.3) is scored from a folder as when named directly; a HEIC this Pillow cannot
+    decode is a per-file error counted in "N of M", never silently left out (issue #28)."""
+    from PIL import features
+
+    from sliq_cli.images import readable_suffixes
+
+    assert (".avif" in readable_suffixes()) == bool(features.check("avif"))
+    assert {".jpg", ".png", ".webp", ".tif"} <= readable_suffixes() and ".mpg" not in readable_suffixes()
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF codec")
+    Image.open(folder / "kodim03.jpg").save(folder / "kodim03-copy.avif", quality=90)
+    (folder / "phone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    n = len(list(folder.iterdir()))
+    r = runner.invoke(app, ["score", str(folder), "-m", str(tiny_encoder_dir)])
+    assert r.exit_code == 1
+    rows = {os.path.basename(x["path"]): x for x in jsonl_records(r.stdout)}
+    assert len(rows) == n
+    direct = jsonl_records(runner.invoke(app, ["score", str(folder / "kodim03-copy.avif"), "-m", str(tiny_encoder_dir)]).stdout)
+    assert rows["kodim03-copy.avif"]["score"] == pytest.approx(direct[0]["score"], abs=1e-4)
+    assert rows["phone.heic"]["score"] is None and "HEIC image, which this Pillow cannot decode" in rows["phone.heic"]["error"]
+    assert f"{n - 1} of {n} images scored; 1 failed" in r.stderr
+
+
+def test_an_image_below_the_encoders_stride_is_an_error_not_a_score(tmp_path, tiny_encoder_dir, example_photos):
+    """A 1x1 image once got a normal-looking score; below the trunk's total stride it is a per-file error."""
+    metric = load(model=str(tiny_encoder_dir), device="cpu")
+    m = metric.extractor.min_side
+    photo = Image.open(example_photos[0]).convert("RGB")
+    photo.resize((1, 1)).save(tmp_path / "dot.png")
+    photo.resize((m - 1, 2 * m)).save(tmp_path / "narrow.png")
+    photo.resize((m, m)).save(tmp_path / "smallest.png")
+    r = runner.invoke(app, ["score", str(tmp_path), "-m", str(tiny_encoder_dir)])
+    assert r.exit_code == 1
+    rows = {os.path.basename(x["path"]): x for x in jsonl_records(r.stdout)}
+    assert rows["dot.png"]["score"] is None and "too small to score (1x1 px)" in rows["dot.png"]["error"]
+    assert rows["narrow.png"]["score"] is None and f"at least {m} px on each side" in rows["narrow.png"]["error"]
+    assert isinstance(rows["smallest.png"]["score"], float)
+    with pytest.raises(ValueError, match="too small to score"):
+        metric.score(photo.resize((1, 1)))
+
+
+def test_the_package_loads_lazily_and_a_metric_is_callable(tiny_encoder_dir, example_photos):
+    """`import sliq_cli; sliq_cli.load()` as pyiqa users expect, without making `import sliq_cli` (and so
+    `sliq --help`) import torch; `metric(x)` is `metric.score(x)`."""
+    import sliq_cli
+
+    prog = "import sys, sliq_cli, sliq_cli.api; print(sliq_cli.load is sliq_cli.api.load, 'torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, check=True).stdout.split() == [
+        "True", "False"]
+    metric = sliq_cli.load(model=str(tiny_encoder_dir), device="cpu")
+    assert isinstance(metric, sliq_cli.Metric)
+    assert metric(example_photos[0]) == pytest.approx(metric.score(example_photos[0]), abs=1e-6)
+    assert metric(Image.open(example_photos[1])) == pytest.approx(metric.score(example_photos[1]), abs=1e-4)
+    with pytest.raises(AttributeError, match="no attribute 'lod'"):
+        sliq_cli.lod

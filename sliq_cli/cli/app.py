@@ -34,9 +34,12 @@ app = typer.Typer(
     name="sliq",
     cls=_SliqGroup,
     help="Blind image quality assessment with SLIQUE (joint vision-language and visual contrastive learning).",
+    epilog="Examples:\n\n\b\n  sliq score examples/\n  sliq explain examples/kodim23.jpg\n  sliq score --help   "
+           "# every command has its own help, with examples",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,  # click's help: whole option names, text re-flowed, [brackets] kept
 )
 
 

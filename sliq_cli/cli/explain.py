@@ -28,6 +28,12 @@ def explain(
     Needs a model with a text tower (MODEL/text/, exported by `sliq pretrain`). A panel per image on a terminal,
     JSON lines in a pipe. Exit code 0 when every image was explained, 1 when some failed or the model cannot
     explain, 2 for usage errors.
+
+    Examples:
+
+    \b
+      sliq explain examples/kodim23.jpg   # a panel per image on a terminal
+      sliq explain examples/ --top 3 > why.jsonl
     """
     from sliq_cli.images import list_images
     from sliq_cli.iqa.explain import DEFAULT_THRESHOLDS_SOURCE, explain_images
@@ -87,5 +93,11 @@ def _panel(record: dict, head) -> None:
     seen.add_column(style="italic")
     for attr, a in record["appearance"].items():
         seen.add_row(attr, f"{a['value']:.3g}", a["bin"], escape(a["phrase"]))
-    out_console().print(Panel(Group(looks, "", seen), title=escape(record["path"]), title_align="left",
+    out_console().print(Panel(Group(looks, "", seen, "", NOTE), title=escape(record["path"]), title_align="left",
                               subtitle=subtitle, subtitle_align="right"))
+
+
+# What a panel's numbers are, and why its words and its score can differ (sliq_cli.iqa.explain's docstring).
+NOTE = ("[dim]looks like: the distortion texts nearest one 224 px crop, by cosine similarity of the embeddings "
+        "(plus the model's calibrated offset for 'no visible distortion', so that one can pass 1). The score "
+        "reads the whole image on the head's MOS scale: the two can disagree.[/]")

@@ -26,6 +26,12 @@ def pull(
     """Download a sliq model into the Hugging Face cache, verified against the Hub's hashes; pickle files are refused.
 
     Afterwards `sliq score --model OWNER/NAME` works without network (HF_HUB_OFFLINE=1).
+
+    Examples:
+
+    \b
+      sliq pull ORG/NAME
+      sliq pull ORG/NAME --include 'heads/koniq*'
     """
     from sliq_cli.hub.pull import pull_model
 
@@ -44,6 +50,12 @@ def models(as_json: JsonFlag = False):
     """List the models and heads usable offline: embedded default, Hub cache, your fitted heads.
 
     A table on a terminal; JSON with --json or when stdout is a pipe.
+
+    Examples:
+
+    \b
+      sliq models
+      sliq models --json
     """
     from sliq_cli.hub.inventory import list_available_models
 
@@ -97,7 +109,14 @@ def export(
     license: Annotated[str, typer.Option("--license", help="License id for the model card.")] = "mit",
     as_json: JsonFlag = False,
 ):
-    """Write a Hub-ready folder: config.json, model.safetensors, heads/, text/, and a generated README.md card."""
+    """Write a Hub-ready folder: config.json, model.safetensors, heads/, text/, and a generated README.md card.
+
+    Examples:
+
+    \b
+      sliq export runs/slique hub-model/ --head clive
+      sliq export runs/slique hub-model/ --push ORG/NAME
+    """
     from sliq_cli.hub.export import export_model
 
     result = export_model(source, out_dir, include_text=include_text, heads=heads, push=push, license=license)

@@ -76,7 +76,14 @@ def fit_head(
     json_out: JsonOpt = None,
 ):
     """Run the paper's protocol on a dataset (ridge on frozen features, seeded 70/10/20 splits), then fit a head on
-    all of it and save it where `sliq score --head NAME` finds it."""
+    all of it and save it where `sliq score --head NAME` finds it.
+
+    Examples:
+
+    \b
+      sliq fit-head --mos clive.csv --images clive/ --name clive
+      sliq fit-head --dataset koniq10k --data-root ~/iqa --name koniq
+    """
     from sliq_cli.iqa.protocol import DatasetRef, fit_head as run
 
     ds = DatasetRef(dataset, mos, images, data_root, skip_missing, higher_is_better=not dmos).load()
@@ -104,7 +111,13 @@ def crossval(
     no_cache: NoCacheOpt = False,
     json_out: JsonOpt = None,
 ):
-    """Cross-dataset evaluation (paper Table III): fit on all of --train, test on all of --test."""
+    """Cross-dataset evaluation (paper Table III): fit on all of --train, test on all of --test.
+
+    Examples:
+
+    \b
+      sliq crossval --train live --test csiq --data-root ~/iqa
+    """
     from rich.table import Table
 
     from sliq_cli.iqa.protocol import DatasetRef, crossval as run
@@ -135,7 +148,14 @@ def evaluate(
     no_cache: NoCacheOpt = False,
     json_out: JsonOpt = None,
 ):
-    """The paper's protocol on one dataset for one or more encoders, side by side on the same splits."""
+    """The paper's protocol on one dataset for one or more encoders, side by side on the same splits.
+
+    Examples:
+
+    \b
+      sliq evaluate clive.csv
+      sliq evaluate live -m default -m runs/slique/export --data-root ~/iqa
+    """
     from sliq_cli.iqa.protocol import DatasetRef, evaluate as run
 
     report = run(DatasetRef(dataset, images=images, data_root=data_root, skip_missing=skip_missing), models or [None],
@@ -167,7 +187,13 @@ def scatter(
     seed: SeedOpt = 0,
     skip_missing: SkipMissingOpt = False,
 ):
-    """Predicted score vs MOS with the fitted 4-parameter logistic curve."""
+    """Predicted score vs MOS with the fitted 4-parameter logistic curve.
+
+    Examples:
+
+    \b
+      sliq plot scatter clive.csv --out clive.png  # needs sliq-iqa[plots]
+    """
     from sliq_cli.iqa.plots import plot_scatter
     from sliq_cli.iqa.protocol import DatasetRef
 
@@ -194,7 +220,15 @@ def tsne(
     seed: SeedOpt = 0,
     skip_missing: SkipMissingOpt = False,
 ):
-    """2-D t-SNE of the quality features, coloured by an attribute (paper Fig. 3)."""
+    """2-D t-SNE of the quality features, coloured by an attribute (paper Fig. 3).
+
+    Examples:
+
+    \b
+      sliq plot tsne kadid10k --data-root ~/iqa --color-by distortion \\
+          --out tsne.png
+      sliq plot tsne clive.csv --out tsne.png
+    """
     from sliq_cli.iqa.plots import plot_tsne
     from sliq_cli.iqa.protocol import DatasetRef
 

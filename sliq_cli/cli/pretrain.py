@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,13 +10,14 @@ import typer
 
 from sliq_cli.cli.options import Device
 from sliq_cli.cli.render import err_console, progress_bars
+from sliq_cli.errors import Interrupted
 
 
 def pretrain(
     db: Annotated[Path, typer.Option("--db", help="TADAC database folder (`sliq tadac build`).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: config, log, state, export.")],
     gpus: Annotated[Optional[int], typer.Option("--gpus", min=1, help="Processes (GPUs) on this machine, DDP.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=2, help="Global batch (default 256).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=2, help="Global batch (default 256, halved until a step fits the device's memory).")] = None,
     epochs: Annotated[Optional[float], typer.Option("--epochs", help="Training length in epochs (default 30).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Training length in steps (overrides --epochs).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Learning rate at batch 1024, scaled linearly with --batch-size (paper: 0.006).")] = None,
@@ -48,7 +50,16 @@ def pretrain(
     crop_size: Annotated[Optional[int], typer.Option("--crop-size", min=32, help="Crop size (default 224).")] = None,
     max_resident_gb: Annotated[Optional[float], typer.Option("--max-resident-gb", help="Limit of the on-device image store.")] = None,
 ):
-    """Pretrain the SLIQUE image encoder (and text tower) with the joint contrastive loss."""
+    """Pretrain the SLIQUE image encoder (and text tower) with the joint contrastive loss.
+
+    Examples:
+
+    \b
+      sliq pretrain --db tadac --out runs/slique --steps 1000
+      sliq pretrain --db tadac --out runs/slique --resume  # after Ctrl-C
+      sliq pretrain --db tadac --out runs/lite0 --init imagenet \\
+          --model slique-efficientnet-lite0
+    """
     from sliq_cli.train.loop import pretrain as run_pretrain
 
     given = {
@@ -68,8 +79,13 @@ def pretrain(
     overrides = {k: v for k, v in given.items() if v is not None}
     overrides.update(db=str(db), out=str(out))
     console = err_console()
-    with progress_bars(console, compact=True) as bar:
-        export = run_pretrain(overrides, resume=resume, on_log=_ProgressView(console, bar).update)
+    try:
+        with progress_bars(console, compact=True) as bar:
+            export = run_pretrain(overrides, resume=resume, on_log=_ProgressView(console, bar).update)
+    except Interrupted as e:
+        command = shlex.join(["sliq", "pretrain", "--db", str(db), "--out", str(out), "--resume"])
+        console.print(f"{e}\ncontinue with: {command}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(e.exit_code) from None
     console.print(f"exported the encoder to {export}")
 
 
@@ -87,6 +103,14 @@ class _ProgressView:
         elif event == "resumed-from-export":
             self.console.print(f"resumed from the export at step {record['step']}; the optimiser's momentum did not "
                                "travel with it and starts from zero")
+        elif event == "batch-size":
+            self.console.print(f"{record['message']}; training with --batch-size {record['batch_size']} instead of "
+                               f"the default {record['default']} (the learning rate scales with it)", soft_wrap=True)
+        elif event == "stopping":
+            self.console.print("stopping after the step in progress to save its state (Ctrl-C again: stop now, "
+                               "without saving)")
+        elif event == "step":
+            self.bar("pretrain", record["step"], record["total"])
         elif event == "training":
             self.bar("pretrain", record["start"], record["total"], stats="")
         elif event is None:

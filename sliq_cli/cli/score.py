@@ -64,6 +64,13 @@ def score(
     file renamed over FILE at the end; if interrupted, FILE is left as it was and the results so far are in
     FILE.partial. Exit code 0 when every image scored, 1 when some failed (the others are still scored), 2 for
     usage errors (a PATH that does not exist, a bad option).
+
+    Examples:
+
+    \b
+      sliq score examples/               # a table; JSON lines in a pipe
+      sliq score photos/ -r --sort -o scores.csv
+      sliq score photos/ --max-side 1024  # on a CPU: big photos, fast
     """
     from sliq_cli.api import load
     from sliq_cli.images import list_images

@@ -64,7 +64,15 @@ def build(
     materialize: Annotated[bool, typer.Option("--materialize", help="Also write every pristine image's 125 "
                                               "distorted versions as PNGs (DB/distorted/).")] = False,
 ):
-    """Build a TADAC database: working sizes, appearance attributes, saliency crops and text labels."""
+    """Build a TADAC database: working sizes, appearance attributes, saliency crops and text labels.
+
+    Examples:
+
+    \b
+      sliq tadac build photos/ --out tadac --labels photos/labels.csv \\
+          --pristine 'kodak/*'
+      sliq tadac build photos/ --out tadac --labels-from-folders
+    """
     from sliq_cli.tadac.database import build_database
 
     with progress_bars() as progress:
@@ -87,7 +95,13 @@ def build(
 
 @app.command()
 def show(db: Annotated[Path, typer.Argument(help="A database folder built by `sliq tadac build`.")]):
-    """Counts of a TADAC database: records and samples per kind, text type, level and appearance bin."""
+    """Counts of a TADAC database: records and samples per kind, text type, level and appearance bin.
+
+    Examples:
+
+    \b
+      sliq tadac show tadac
+    """
     from sliq_cli.tadac.appearance import BINS
     from sliq_cli.tadac.database import database_counts, load_database
 
@@ -113,7 +127,13 @@ def preview(
     size: Annotated[int, typer.Option("--size", min=32, help="Tile side in pixels (a 1:1 crop).")] = 128,
     seed: SeedOpt = 0,
 ):
-    """A contact sheet of IMAGE under the 25 KADIS distortions at 5 levels (and the original)."""
+    """A contact sheet of IMAGE under the 25 KADIS distortions at 5 levels (and the original).
+
+    Examples:
+
+    \b
+      sliq tadac preview examples/kodim23.jpg --out sheet.png
+    """
     from sliq_cli.tadac.preview import write_contact_sheet
 
     written = write_contact_sheet(image, out, size=size, seed=seed)

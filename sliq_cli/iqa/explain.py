@@ -15,6 +15,15 @@ Per image:
   pristine). It is shown as one canonical text (the type's first phrase with the level's first degree word:
   "moderate blur"). The K returned are K different text types (pristine counts as one), each at its most similar
   degree, sorted by similarity; so the top K never repeat one problem at five degrees.
+  Each description carries two numbers: "cosine", the cosine similarity of the crop's and the text's embeddings
+  (in [-1, 1]), and "similarity", what the ranking sorts by: the cosine, plus for "no visible distortion" the
+  model's calibrated pristine offset (load_pristine_offset), so that one can exceed 1.
+  The descriptions and the score can disagree: the score is the head's reading of the whole image's multi-scale
+  quality features on its MOS scale (content and composition weigh in, as they did for the raters), the
+  descriptions the nearest of a fixed set of distortion texts to one 224 px crop. A photo whose nearest text is
+  "no visible distortion" can still score mid-scale, and the default model, trained on 0.2 % of the paper's data,
+  confuses some distortions (a strongly darkened photo is often nearest "oversaturation"; its brightness bin says
+  "a dark photo").
 - appearance: brightness, contrast, FISH sharpness and colourfulness (`tadac.appearance`) of the working image,
   the same measurement the database binned, each binned low/medium/high and worded with a phrase of that bin.
 
@@ -242,7 +251,10 @@ class Explainer:
         for col in order:
             level = int(levels[0, col])
             c = CANDIDATES[0 if col == 0 else 1 + (col - 1) * N_LEVELS + level - 1]
-            out.append({"text": c.text, "type": c.type, "level": c.level, "similarity": round(float(scores[0, col]), 4)})
+            similarity = float(scores[0, col])
+            cosine = similarity - (self.pristine_offset if col == 0 else 0.0)
+            out.append({"text": c.text, "type": c.type, "level": c.level, "similarity": round(similarity, 4),
+                        "cosine": round(cosine, 4)})
         return out
 
     def describe(self, rgb: np.ndarray, top: int) -> dict:
@@ -273,7 +285,7 @@ def explain_images(paths: list, model: str | None = None, head: str | None = Non
     `options`: the scorer's (batch_size, workers, compile, max_side), as `sliq score --explain` passes them.
 
     Record: the scorer's record ({"path", "score"} (+ "out_of_range")) + "descriptions": [{"text", "type",
-    "level", "similarity"}] (`top` of them, best first), "appearance": {attr: {"value", "bin", "phrase"}},
+    "level", "similarity", "cosine"}] (`top` of them, best first; the module docstring says what the numbers are), "appearance": {attr: {"value", "bin", "phrase"}},
     "crop": [x, y, w, h] in working-image pixels; a file that cannot be read gives {"path", "score": None, "error"}.
     """
     from sliq_cli.hub.pull import resolve_hub_model

@@ -115,6 +115,9 @@ class FeatureExtractor:
         self.batch_pixels = self.batch_size * BATCH_PIXELS_PER_IMAGE
         self.canvas = cuda if canvas is None else canvas
         self.downsampling = encoder.trunk.downsampling
+        # The trunk's total stride (32 for a ResNet): a smaller image leaves its last stage less than one cell, and
+        # the score would be the head's reading of padding, not of the image.
+        self.min_side = 2 ** len(self.downsampling)
         self.workers = workers or min(8, os.cpu_count() or 1)
         self.max_pixels = encoder.config.preprocess.max_pixels
         self.max_side = max_side  # a user's cap on the longer side (e.g. on a CPU, where full resolution is slow)
@@ -261,6 +264,9 @@ class FeatureExtractor:
 
         def add(i, t) -> Iterator[tuple]:
             nonlocal pending, added
+            if reason := self.too_small(*t.shape[-2:]):
+                yield "error", i, reason
+                return
             key = key_for(t)
             buckets.setdefault(key, []).append((i, t))
             pending += t.shape[-2] * t.shape[-1]
@@ -363,13 +369,23 @@ class FeatureExtractor:
                 return features(x)  # (B, D)
         return features(x)
 
+    def too_small(self, h: int, w: int) -> str | None:
+        """Why an image of h x w (after any --max-side) cannot be scored, or None."""
+        if min(h, w) >= self.min_side:
+            return None
+        return (f"too small to score ({w}x{h} px): the encoder needs at least {self.min_side} px on each side "
+                f"(its total stride)")
+
     def features(self, x) -> np.ndarray:
         """Features of images already in memory, (B, 3, H, W) float in [0, 1], under the same size rules and precision
-        as files get: (B, D) float32."""
+        as files get: (B, D) float32. ValueError for images below min_side."""
         import torch
 
+        x = self._fit(x.to(self.device))
+        if reason := self.too_small(*x.shape[-2:]):
+            raise ValueError(reason)
         with torch.inference_mode():
-            return self._run(self.encoder.quality_features, self._fit(x.to(self.device))).float().cpu().numpy()
+            return self._run(self.encoder.quality_features, x).float().cpu().numpy()
 
     def iter(self, paths: list) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
         import torch

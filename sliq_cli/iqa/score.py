@@ -95,6 +95,8 @@ class Scorer:
             return self._score_files(items)
         return [self.score(item) for item in items]
 
+    __call__ = score  # metric(img), as pyiqa's metrics are called
+
     def _score_files(self, paths: list) -> list[float]:
         from sliq_cli.errors import InputError
 

@@ -8,11 +8,15 @@ Run folder:
     RUN/config.json        the resolved PretrainConfig
     RUN/tokenizer.json     the BPE learned from the database's texts (before step 0)
     RUN/log.jsonl          one line per logged step: step, samples, loss, loss_it, loss_ii, grad_norm (before clipping),
-                           lr, samples_per_s, max_mem_gb
+                           lr, samples_per_s, max_mem_gb. A resumed run first drops the records after its state's
+                           step (it trains those steps again), so each step appears once.
     RUN/state/, RUN/export/, RUN/export-shards/: the saved weights, see sliq_cli.train.state (a run resumes from its
                            state, or from its export where only that travelled)
 No RNG state is saved: every random draw of step s (batch, views, texts, distortions) is seeded by (seed, s, rank),
 so a resumed run repeats the uninterrupted one exactly.
+
+Ctrl-C or SIGTERM (one process): the step in progress finishes, its state is saved, and Interrupted is raised
+with the step; a second signal stops at once (Interrupted names the last saved state).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,8 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sliq_cli.atomic import atomic_write_json
-from sliq_cli.errors import SliqError, UsageError
+from sliq_cli.atomic import atomic_write_json, atomic_write_text
+from sliq_cli.errors import Interrupted, SliqError, UsageError
 from sliq_cli.train.config import PretrainConfig, Schedule
 from sliq_cli.train.distributed import (
     DistInfo,
@@ -103,6 +109,7 @@ def pretrain(overrides: dict, resume: bool = False, on_log: Callable[[dict], Non
     run = Path(overrides["out"])
     cfg = resolve_config(run, overrides, resume)
     env = torchrun_env()
+    cfg = fit_memory(cfg, env, "batch_size" in overrides, resume, on_log if env is None or env.is_main else None)
     if env is not None:
         train(replace(cfg, gpus=env.world_size), env, resume, on_log if env.is_main else None)
     elif cfg.gpus == 1:
@@ -110,6 +117,49 @@ def pretrain(overrides: dict, resume: bool = False, on_log: Callable[[dict], Non
     else:
         _spawn(cfg, resume, on_log)
     return run / "export"
+
+
+def fit_memory(cfg: PretrainConfig, env: DistInfo | None, chosen: bool, resumed: bool, on_log=None) -> PretrainConfig:
+    """Check before training that a step fits the device's memory (sliq_cli.train.memory). A batch the user chose
+    (or a resumed run's) that does not fit is refused with the numbers and the flag to change; the default batch is
+    halved until it fits (its learning rate scales with it), and on_log hears of it ({"event": "batch-size"})."""
+    from sliq_cli.tadac.database import load_database
+    from sliq_cli.train import memory
+    from sliq_cli.train.data import ImageStore, select_records
+
+    gpus = env.world_size if env is not None else cfg.gpus
+    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if cuda and not torch.cuda.is_available():
+        return cfg  # train() says why
+    device = torch.device("cuda", env.local_rank if env is not None else 0) if cuda else torch.device("cpu")
+    store = ImageStore.resident_bytes(select_records(load_database(cfg.db).records, cfg.data_fraction, cfg.seed))
+    need = memory.need(cfg, cfg.vocab_size, store, device)
+    room, where = memory.available(device, trains_here=env is not None or gpus == 1)
+    if not room:
+        return cfg  # no way to tell on this system
+
+    def total(batch: int) -> int:  # each GPU holds its share of the batch; CPU processes share the RAM
+        return need.total(batch // gpus) * (1 if cuda else gpus)
+
+    def fits(batch: int) -> bool:
+        return total(batch) <= memory.USABLE_SHARE * room
+
+    if fits(cfg.batch_size):
+        return cfg
+    best = memory.largest_batch(fits, cfg.batch_size, gpus)
+    gb = 2**30
+    needs = (f"a batch of {cfg.batch_size} needs about {total(cfg.batch_size) / gb:.1f} GB on {device.type} "
+             f"({need.fixed / gb:.1f} GB for the weights, gradients, momentum and image store, then "
+             f"{need.per_sample / 2**20:.0f} MB per sample), more than the {room / gb:.1f} GB {where}")
+    if resumed or chosen or best is None:
+        remedy = (f"--batch-size {best} is the largest that fits" if best else
+                  "not even --batch-size 2 fits: choose a smaller --crop-size or --model, or --data-fraction")
+        if resumed:  # the batch is part of what a run is
+            remedy = f"resume the run on a machine with more memory, or start a new one ({remedy})"
+        raise SliqError(f"{needs}; {remedy}")
+    if on_log is not None:
+        on_log({"event": "batch-size", "batch_size": best, "default": cfg.batch_size, "message": needs})
+    return replace(cfg, batch_size=best)
 
 
 def _spawn(cfg: PretrainConfig, resume: bool, on_log) -> None:
@@ -226,6 +276,8 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
     if device.type == "cpu":  # subnormal floats (small gradients, momentum tails) slow CPU SGD steps several-fold
         torch.set_flush_denormal(True)
     batches = None
+    done = None  # the last step trained, once the loop runs (for an interrupt's message)
+    stop = _StopRequest(info, lambda: _emit(on_log, Path(cfg.out), info, {"event": "stopping"}, log=False))
     try:
         run = Path(cfg.out)
         db = load_database(cfg.db)
@@ -250,6 +302,8 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
         elif resume:
             start = load_export(run, net)
             _emit(on_log, run, info, {"event": "resumed-from-export", "step": start}, log=False)
+        if resume and info.is_main:
+            _trim_log(run / "log.jsonl", start)
         model = net
         if info.world_size > 1:
             model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
@@ -278,6 +332,8 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
 
         batches = Prefetcher(make_batch, range(start, schedule.total_steps), device)
         net.train()
+        done = start
+        stop.install()
         for step in range(start, schedule.total_steps):
             lr = schedule.lr(step)
             for group in optimizer.param_groups:
@@ -315,6 +371,8 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
                 })
                 sums.zero_()
                 t_last, n_last = now, done
+            else:  # the progress bar moves every step (its rate and time left); the log keeps its interval
+                _emit(on_log, run, info, {"event": "step", "step": done, "total": schedule.total_steps}, log=False)
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < schedule.total_steps:
                 _check_finite(first_bad, run, last_saved)
                 if info.is_main:
@@ -322,6 +380,13 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
                 last_saved = done
             if cfg.export_every and done % cfg.export_every == 0 and info.is_main:
                 export(run, net, tokenizer, cfg, done, db.thresholds)
+            if stop.requested and done < schedule.total_steps:
+                _check_finite(first_bad, run, last_saved)
+                if last_saved != done:
+                    save_state(run, net, optimizer, done, cfg)
+                    last_saved = done
+                raise Interrupted(f"stopped ({stop.requested}) after step {done} of {schedule.total_steps}; "
+                                  f"saved the state at step {done} in {run / 'state'}", done, done)
         _check_finite(first_bad, run, last_saved)
         done = max(start, schedule.total_steps)
         if info.is_main:
@@ -330,7 +395,14 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
             export(run, net, tokenizer, cfg, done, db.thresholds)
             _emit(on_log, run, info, {"event": "exported", "step": done, "export": str(run / "export")}, log=False)
         _barrier(info)
+    except KeyboardInterrupt:  # a second signal, or one before the handler: nothing saved at the interrupt
+        if done is None:
+            raise  # before training: nothing to save
+        raise Interrupted(f"stopped at step {done} of {schedule.total_steps} with nothing saved at the interrupt; "
+                          "the last saved state is " + (f"step {last_saved} in {run / 'state'}" if has_state(run)
+                                                        else "none"), done, last_saved) from None
     finally:
+        stop.restore()
         if batches is not None:  # on an error, the prefetch thread would stay blocked holding device batches
             batches.close()
         destroy_process_group()
@@ -342,6 +414,49 @@ def flushes_denormals() -> bool:
     """Whether the CPU now flushes subnormal floats to zero (torch sets the mode but has no getter): a float32
     subnormal survives the conversion into a tensor only when it does not."""
     return torch.tensor([1e-42], dtype=torch.float32).item() == 0.0
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM while training: the first asks the loop to stop after the step in progress (whose state it then
+    saves, as a kill mid-step could save half-updated weights) and calls `announce`; a second one interrupts at once.
+
+    One process only: a DDP rank that stopped alone would leave the others waiting in their all-reduce, so under
+    DDP the signals keep their usual effect (the run resumes from its last saved state). Handlers can only be set
+    from the main thread; elsewhere this does nothing.
+    """
+
+    def __init__(self, info: DistInfo, announce: Callable[[], None]):
+        self.active = info.world_size == 1 and threading.current_thread() is threading.main_thread()
+        self.announce, self.requested, self.previous = announce, None, {}
+
+    def install(self) -> None:
+        if self.active:
+            self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        self.announce()
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
+
+
+def _trim_log(log: Path, step: int) -> None:
+    """Drop the log records after `step` (a resumed run trains those steps again) and any half-written line."""
+    if not log.exists():
+        return
+    kept = []
+    for line in log.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line + "\n")
+        except ValueError:  # the line a kill cut short
+            continue
+    atomic_write_text(log, "".join(kept))
 
 
 def _barrier(info: DistInfo) -> None:
