@@ -6,7 +6,7 @@ import typer
 from typer.core import TyperGroup
 
 from sliq_cli import __version__
-from sliq_cli.cli import explain, hub, iqa, pretrain, score, tadac
+from sliq_cli.cli import explain, finetune, hub, iqa, pretrain, score, tadac
 from sliq_cli.cli.render import error
 from sliq_cli.errors import SliqError
 
@@ -53,6 +53,7 @@ app.command("pretrain")(pretrain.pretrain)
 app.command("fit-head")(iqa.fit_head)
 app.command("evaluate")(iqa.evaluate)
 app.command("crossval")(iqa.crossval)
+app.command("finetune")(finetune.finetune)
 app.add_typer(iqa.plot_app, name="plot")
 
 
