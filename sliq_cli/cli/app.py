@@ -8,7 +8,7 @@ import typer
 from typer.core import TyperGroup
 
 from sliq_cli import __version__
-from sliq_cli.cli import explain, hub, interpolate, iqa, pretrain, score, tadac
+from sliq_cli.cli import explain, finetune, hub, interpolate, iqa, pretrain, score, tadac
 from sliq_cli.cli.render import error, warn
 from sliq_cli.errors import SliqError, SliqWarning
 
@@ -65,6 +65,7 @@ app.command("interpolate")(interpolate.interpolate)
 app.command("fit-head")(iqa.fit_head)
 app.command("evaluate")(iqa.evaluate)
 app.command("crossval")(iqa.crossval)
+app.command("finetune")(finetune.finetune)
 app.add_typer(iqa.plot_app, name="plot")
 
 

@@ -158,14 +158,17 @@ def run_protocol(X: np.ndarray, y: np.ndarray, *, groups: list[str] | None = Non
     """The paper's protocol on precomputed features X (N, D) and scores y (N,)."""
     X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
     splits = [official_split(official)] if official is not None else random_splits(len(y), n_splits, seed, groups)
-    results = []
+    return ProtocolResult([split_result(X, y, sp, alphas) for sp in splits], official is not None)
+
+
+def split_result(X: np.ndarray, y: np.ndarray, sp: Split, alphas=ALPHAS) -> SplitResult:
+    """One split of the protocol: alpha on the validation part, ridge on the training part, metrics on the test part."""
+    X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
     with _blas_threads(*X.shape):
-        for sp in splits:
-            alpha = select_alpha(X[sp.train], y[sp.train], X[sp.val], y[sp.val], alphas)
-            pred = RidgeHead.fit(X[sp.train], y[sp.train], alpha).predict(X[sp.test])
-            sizes = (len(sp.train), len(sp.val), len(sp.test))
-            results.append(SplitResult(correlations(pred, y[sp.test]), alpha, sizes, sp.test, pred))
-    return ProtocolResult(results, official is not None)
+        alpha = select_alpha(X[sp.train], y[sp.train], X[sp.val], y[sp.val], alphas)
+        pred = RidgeHead.fit(X[sp.train], y[sp.train], alpha).predict(X[sp.test])
+    sizes = (len(sp.train), len(sp.val), len(sp.test))
+    return SplitResult(correlations(pred, y[sp.test]), alpha, sizes, sp.test, pred)
 
 
 def kfold_alpha(X, y, *, groups: list[str] | None = None, folds: int = 5, seed: int = 0, alphas=ALPHAS) -> tuple[float, np.ndarray]:

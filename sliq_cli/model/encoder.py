@@ -124,7 +124,11 @@ class ImageEncoder(nn.Module):
         the features it gets alone. scale_features: what runs each scale (default self.scale_features; a scorer
         passes its compiled copy).
         """
-        run = scale_features or self.scale_features
+        return self.quality_features_grad(x, layout, scale_features)
+
+    def quality_features_grad(self, x: torch.Tensor, layout=None, scale_features=None) -> torch.Tensor:
+        """quality_features with autograd, for fine-tuning (sliq_cli.train.finetune); the same computation."""
+        run = scale_features or self.scale_features_grad
         feats = []
         for s in self.config.features.scales:
             if s == 1.0:
@@ -143,6 +147,10 @@ class ImageEncoder(nn.Module):
 
         Written for few PyTorch calls (a GPU batch's CPU launch time is the calls'): stages of one spatial size pool
         as one map, and the blocks normalise together."""
+        return self.scale_features_grad(x, region_table)
+
+    def scale_features_grad(self, x: torch.Tensor, region_table: torch.Tensor | None = None) -> torch.Tensor:
+        """scale_features with autograd, for fine-tuning."""
         from sliq_cli.model.canvas import ValidRegion
 
         spec = self.config.features
@@ -157,6 +165,9 @@ class ImageEncoder(nn.Module):
             m = torch.cat([maps[s] for s in stages], 1) if len(stages) > 1 else maps[stages[0]]  # (B, C, h, w)
             if region is not None:
                 mean, std = region.mean_std(m)  # (B, C) each
+            elif torch.is_grad_enabled():  # std's gradient at 0 (a channel constant over the map) is NaN: floor it
+                var, mean = torch.var_mean(m.float(), (2, 3), correction=0)
+                std = var.clamp_min(1e-12).sqrt()
             else:
                 std, mean = torch.std_mean(m.float(), (2, 3), correction=0)
             widths = [maps[s].shape[1] for s in stages]
