@@ -28,7 +28,7 @@ Columns (SROCC unless named; protocol = 10 seeded 70/10/20 splits of dev-80, rid
   and its worst re-encoding.
 
 Candidates: a model spec (folder, `default`, `NAME@imagenet`); `wise:A,B,ALPHA` (model/interpolate.py, WiSE-FT:
-(1 - ALPHA) * A + ALPHA * B, with A and B earlier candidates' models); `concat:A,B` (the two candidates' features side
+(1 - ALPHA) * A + ALPHA * B, A and B earlier candidates or model specs); `concat:A,B` (the two candidates' features side
 by side); `scales:A,1+0.5` (A's encoder, its features pooled at the scales named). The first candidate is the reference: the table's last rows give every candidate's difference from it and
 its worst difference over the choosing columns (everything but the hold-back), the number to choose by.
 """
@@ -225,7 +225,8 @@ def build_candidates(specs: list[str], work: Path, device: str) -> list[Candidat
         elif kind == "wise":
             a, b, alpha = args.split(",")
             folder = work / "models" / name
-            interpolate_encoders(by_name[a].sources[0], by_name[b].sources[0], float(alpha), folder, dtype="bfloat16")
+            ends = [by_name[e].sources[0] if e in by_name else resolve_model(e) for e in (a, b)]
+            interpolate_encoders(*ends, float(alpha), folder, dtype="bfloat16")  # bf16, as the default ships
             cand = Candidate(name, [load_encoder(folder, device).fuse_for_inference()], [str(folder)])
         else:
             folder = resolve_model(what)
@@ -237,9 +238,9 @@ def build_candidates(specs: list[str], work: Path, device: str) -> list[Candidat
 
 # ---- measures ---------------------------------------------------------------------------------------------------
 
-def protocol_across(X_fit: np.ndarray, X_test: np.ndarray, y: np.ndarray, splits) -> float:
-    """Mean test SROCC over `splits`: ridge fitted on X_fit's train part (alpha on X_fit's validation part), tested
-    on X_test's test part (the same images, stored another way)."""
+def protocol_across(X_fit: np.ndarray, X_test: np.ndarray, y: np.ndarray, splits) -> np.ndarray:
+    """Test SROCC per split: ridge fitted on X_fit's train part (alpha on X_fit's validation part), tested on
+    X_test's test part (the same images, stored another way). (splits,)"""
     from sliq_cli.iqa.head import RidgeHead
     from sliq_cli.iqa.metrics import srocc
     from sliq_cli.iqa.protocol import select_alpha
@@ -248,20 +249,21 @@ def protocol_across(X_fit: np.ndarray, X_test: np.ndarray, y: np.ndarray, splits
     for sp in splits:
         alpha = select_alpha(X_fit[sp.train], y[sp.train], X_fit[sp.val], y[sp.val])
         out.append(srocc(RidgeHead.fit(X_fit[sp.train], y[sp.train], alpha).predict(X_test[sp.test]), y[sp.test]))
-    return float(np.mean(out))
+    return np.asarray(out)
 
 
-def per_photo_srocc(scores: np.ndarray) -> float:
-    """Mean over photos of the SROCC between level (0 = clean) and -score: +1 = more distortion, lower score.
-    scores: (photos, levels)."""
+def per_photo_srocc(scores: np.ndarray) -> np.ndarray:
+    """Per photo, the SROCC between level (0 = clean) and -score: +1 = more distortion, lower score.
+    scores: (photos, levels) -> (photos,)."""
     from scipy.stats import spearmanr
 
     levels = np.arange(scores.shape[1])
-    vals = [-spearmanr(levels, s)[0] for s in scores]
-    return float(np.nanmean(vals))
+    return np.nan_to_num(np.asarray([-spearmanr(levels, s)[0] for s in scores]))  # constant scores: no ranking, 0
 
 
 def measure(cand: Candidate, sets: ImageSets, device: str, batch_size: int | None, work: Path) -> dict:
+    """Every column's value, plus `units`: its per-split or per-photo values, so differences between candidates
+    can be paired (same splits, same photos) and given a standard error."""
     from sliq_cli.iqa.metrics import correlations, srocc
     from sliq_cli.iqa.protocol import fit_deployable_head, random_splits, run_protocol
 
@@ -271,13 +273,15 @@ def measure(cand: Candidate, sets: ImageSets, device: str, batch_size: int | Non
     X = feats(sets.clive)
     Xv = {k: feats(v) for k, v in sets.clive_versions.items()}
     dev, ydev = sets.dev, y[sets.dev]
-    splits = random_splits(len(dev), 10, seed=0)
-    proto = run_protocol(X[dev], ydev).summary
-    r = {"proto": proto["srocc"]["mean"], "proto_std": proto["srocc"]["std"], "plcc": proto["plcc"]["mean"]}
+    splits = random_splits(len(dev), 10, seed=0)  # run_protocol's own splits
+    proto = run_protocol(X[dev], ydev)
+    units = {"proto": [sp.metrics["srocc"] for sp in proto.splits], "plcc": [sp.metrics["plcc"] for sp in proto.splits]}
     enc = {k: protocol_across(X[dev], Xv[k][dev], ydev, splits) for k in ENCODINGS}
-    r["enc"], r["enc_each"] = min(enc.values()), enc
-    r["png>jpg"] = protocol_across(Xv["png"][dev], X[dev], ydev, splits)
-    r["q50>jpg"] = protocol_across(Xv[FIT_HEAVIER[0]][dev], X[dev], ydev, splits)
+    worst = min(enc, key=lambda k: enc[k].mean())
+    units["enc"] = enc[worst]
+    units["png>jpg"] = protocol_across(Xv["png"][dev], X[dev], ydev, splits)
+    units["q50>jpg"] = protocol_across(Xv[FIT_HEAVIER[0]][dev], X[dev], ydev, splits)
+    r = {"proto_std": float(np.std(units["proto"])), "enc_each": {k: float(v.mean()) for k, v in enc.items()}}
 
     head = fit_deployable_head(X[dev], ydev)
     stored = head.predict(X)
@@ -290,38 +294,68 @@ def measure(cand: Candidate, sets: ImageSets, device: str, batch_size: int | Non
     ref = {}
     for kind, photos in sets.reference.items():
         flat = [p for levels in photos for p in levels]
-        ref[kind] = per_photo_srocc(head.predict(feats(flat)).reshape(len(photos), -1))
-    r["ref"], r["ref:jpeg"], r["ref_each"] = float(np.mean(list(ref.values()))), ref["jpeg"], ref
+        ref[kind] = per_photo_srocc(head.predict(feats(flat)).reshape(len(photos), -1))  # (photos,)
+    units["ref"], units["ref:jpeg"] = np.mean(list(ref.values()), axis=0), ref["jpeg"]
+    r["ref_each"] = {k: float(v.mean()) for k, v in ref.items()}
 
     import torch
 
     with torch.inference_mode():
         kadis = kadis_scores(lambda b: head.predict(cand.tensors(b)), sets.heldout, device,
                              cache=sets.kadis)  # (type, photo, level)
-    per_type = [per_photo_srocc(kadis[t]) for t in range(kadis.shape[0])]
-    r["kadis"], r["kadis_each"] = float(np.mean(per_type)), per_type
+    per_type = np.stack([per_photo_srocc(kadis[t]) for t in range(kadis.shape[0])])  # (type, photo)
+    units["kadis"] = per_type.mean(0)
+    r["kadis_each"] = per_type.mean(1).tolist()
 
-    hold = correlations(head.predict(X[sets.hold]), y[sets.hold])
-    r["hold"], r["hold:plcc"] = hold["srocc"], hold["plcc"]
+    hold_pred = head.predict(X[sets.hold])
+    hold = correlations(hold_pred, y[sets.hold])
+    r["hold"], r["hold:plcc"], r["hold_pred"] = hold["srocc"], hold["plcc"], hold_pred.tolist()
     hold_enc = {k: srocc(head.predict(Xv[k][sets.hold]), y[sets.hold]) for k in ENCODINGS}
     r["hold:enc"], r["hold:enc_each"] = min(hold_enc.values()), hold_enc
+    for col, values in units.items():
+        r[col] = float(np.mean(values))
+    r["units"] = {col: np.asarray(v, dtype=float).tolist() for col, v in units.items()}
     r["seconds"] = round(time.time() - t0, 1)
     return r
 
 
-def table(rows: dict[str, dict]) -> str:
+def paired_difference(r: dict, base: dict, col: str, mos: np.ndarray) -> tuple[float, float | None]:
+    """Candidate minus reference on one column, and the standard error of that difference: paired over the same
+    splits or photos, or (the hold-back) a paired bootstrap over its images; None where neither applies."""
+    from sliq_cli.iqa.metrics import srocc
+
+    d = r[col] - base[col]
+    if col in r.get("units", {}) and col in base.get("units", {}):
+        diff = np.asarray(r["units"][col]) - np.asarray(base["units"][col])
+        return d, float(diff.std(ddof=1) / np.sqrt(len(diff)))
+    if col == "hold" and "hold_pred" in r:
+        a, b = np.asarray(r["hold_pred"]), np.asarray(base["hold_pred"])
+        rng = np.random.default_rng(0)
+        boots = []
+        for _ in range(500):
+            i = rng.integers(0, len(mos), len(mos))
+            boots.append(srocc(a[i], mos[i]) - srocc(b[i], mos[i]))
+        return d, float(np.std(boots))
+    return d, None
+
+
+def table(rows: dict[str, dict], hold_mos: np.ndarray) -> str:
     cols = (*CHOOSING, *REPORTED)
     lines = ["| candidate | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for name, r in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
     ref_name = next(iter(rows))
     base = rows[ref_name]
-    lines += ["", f"Difference from `{ref_name}` (worst over the choosing columns first; the hold-back guides nothing):",
-              "", "| candidate | worst | " + " | ".join(cols) + " |", "|---|---:|" + "---:|" * len(cols)]
+    lines += ["", f"Difference from `{ref_name}` ± twice its paired standard error (splits, photos, or a bootstrap of "
+              "the hold-back). `worst`: the lowest difference over the choosing columns; `worst+2se`: the lowest "
+              "upper bound (below 0: worse beyond noise on some column).", "",
+              "| candidate | worst | worst+2se | " + " | ".join(cols) + " |", "|---|---:|---:|" + "---:|" * len(cols)]
     for name, r in list(rows.items())[1:]:
-        d = {c: r[c] - base[c] for c in cols}
-        worst = min(d[c] for c in CHOOSING)
-        lines.append(f"| {name} | {worst:+.3f} | " + " | ".join(f"{d[c]:+.3f}" for c in cols) + " |")
+        d = {c: paired_difference(r, base, c, hold_mos) for c in cols}
+        worst = min(d[c][0] for c in CHOOSING)
+        bound = min(d[c][0] + 2 * (d[c][1] or 0.0) for c in CHOOSING)
+        cells = [f"{v:+.3f}" + ("" if se is None else f" ± {2 * se:.3f}") for v, se in (d[c] for c in cols)]
+        lines.append(f"| {name} | {worst:+.3f} | {bound:+.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -354,13 +388,14 @@ def main() -> None:
         r = rows[cand.name]
         print(f"{cand.name}: " + ", ".join(f"{c} {r[c]:.3f}" for c in (*CHOOSING, *REPORTED))
               + f" ({r['seconds']} s)", flush=True)
-    text = table(rows)
+    if args.json:  # first: the table is made from it
+        args.json.write_text(json.dumps({"machine": machine(), "device": device, "candidates": dict(zip(
+            [c.name for c in cands], [c.sources for c in cands])), "hold_mos": sets.mos[sets.hold].tolist(),
+            "results": rows}, indent=1) + "\n")
+    text = table(rows, sets.mos[sets.hold])
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n")
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "device": device, "candidates": dict(zip(
-            [c.name for c in cands], [c.sources for c in cands])), "results": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
