@@ -28,9 +28,10 @@ Columns (SROCC unless named; protocol = 10 seeded 70/10/20 splits of dev-80, rid
   and its worst re-encoding.
 
 Candidates: a model spec (folder, `default`, `NAME@imagenet`); `wise:A,B,ALPHA` (model/interpolate.py, WiSE-FT:
-(1 - ALPHA) * A + ALPHA * B, A and B earlier candidates or model specs); `concat:A,B` (the two candidates' features side
-by side); `scales:A,1+0.5` (A's encoder, its features pooled at the scales named). The first candidate is the reference: the table's last rows give every candidate's difference from it and
-its worst difference over the choosing columns (everything but the hold-back), the number to choose by.
+(1 - ALPHA) * A + ALPHA * B, A and B earlier candidates or model specs); `concat:A,B` (the two candidates' features
+side by side); `scales:A,1+0.5` (A's encoder, its features pooled at the scales named). The first candidate is the
+reference: the second table gives every candidate's difference from it with twice its paired standard error, and the
+worst difference over the choosing columns (everything but the hold-back), the number to choose by.
 """
 
 from __future__ import annotations

@@ -10,19 +10,19 @@ from sliq_cli.cli.app import app
 from sliq_cli.errors import SliqError
 from sliq_cli.images import load_image, pil_to_float
 from sliq_cli.model.checkpoint import load_encoder, load_state_dict
-from sliq_cli.model.interpolate import interpolate_states
+from sliq_cli.model.interpolate import interpolate_states, text_aligned_encoder
 from sliq_cli.model.resolve import resolve_model
 from tests.conftest import EXAMPLES
 
 
-def test_states_interpolate_floats_and_keep_the_trained_counters():
-    start = {"trunk.w": torch.zeros(4), "trunk.bn.num_batches_tracked": torch.tensor(1)}
+def test_states_interpolate_the_trunk_and_keep_the_trained_projector_and_counters():
+    start = {"trunk.w": torch.zeros(4), "trunk.bn.num_batches_tracked": torch.tensor(1), "projector.w": torch.zeros(2)}
     trained = {"trunk.w": torch.full((4,), 2.0), "trunk.bn.num_batches_tracked": torch.tensor(9),
                "projector.w": torch.ones(2)}
     mid = interpolate_states(start, trained, 0.25)
     assert torch.equal(mid["trunk.w"], torch.full((4,), 0.5))
     assert int(mid["trunk.bn.num_batches_tracked"]) == 9
-    assert torch.equal(mid["projector.w"], torch.ones(2))  # the start has none: the trained one's
+    assert torch.equal(mid["projector.w"], torch.ones(2))  # the text tower's embedding space: the trained one's
     assert torch.equal(interpolate_states(start, trained, 0.0)["trunk.w"], start["trunk.w"])
 
 
@@ -49,6 +49,13 @@ def test_command_writes_a_model_between_its_ends(tmp_path):
     meta = load_encoder(outs[0.5]).meta
     assert meta["interpolated"]["alpha"] == 0.5
     assert (outs[0.5] / "text" / "model.safetensors").is_file()  # explain keeps working
+    # ... with the encoder its text tower knows: the trained end's (the default's own text-aligned encoder), from the
+    # int8 trunk delta, and the trained projector
+    crop = pil_to_float(load_image(EXAMPLES / "kodim03.jpg").resize((224, 224)))[None]
+    with torch.no_grad():
+        want = text_aligned_encoder(trained)(crop)
+        got, plain = text_aligned_encoder(outs[0.5])(crop), load_encoder(outs[0.5])(crop)
+    assert torch.cosine_similarity(got, want).item() > 0.999 > torch.cosine_similarity(plain, want).item()
     # alpha 0 is the start, weight for weight (the trained projector aside)
     s0, s = load_state_dict(outs[0.0]), load_state_dict(start)
     assert all(torch.equal(s0[k], s[k].float()) for k in s if k.startswith("trunk.") and s[k].is_floating_point())

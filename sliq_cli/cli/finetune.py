@@ -44,7 +44,14 @@ def finetune(
     json_out: JsonOpt = None,
 ):
     """Fine-tune the encoder on rated images (regression + ranking loss, early stopping on a validation split) and
-    write a model folder that every command takes (`sliq score --model OUT` uses its head by default)."""
+    write a model folder that every command takes (`sliq score --model OUT` uses its head by default).
+
+    Examples:
+
+    \b
+      sliq finetune --mos ratings.csv --images photos/ -o cam-model
+      sliq finetune --mos ratings.csv --images photos/ --protocol --splits 10
+    """
     from sliq_cli.errors import UsageError
     from sliq_cli.iqa.datasets import load_csv
     from sliq_cli.train.finetune import FinetuneConfig, finetune as run, finetune_protocol, run_config

@@ -46,6 +46,7 @@ from typing import Iterator
 import numpy as np
 
 from sliq_cli.errors import InputError, SliqError, UsageError
+from sliq_cli.model.interpolate import TRUNK_DELTA, text_aligned_encoder
 from sliq_cli.tadac.appearance import ATTRIBUTES, appearance, bin_value
 from sliq_cli.tadac.texts import DEGREE_WORDS, PRISTINE_PHRASES, TEXT_TYPES, fill, slot_kind
 
@@ -189,6 +190,8 @@ class Explainer:
         folder = text_dir(self.model_dir)
         self.thresholds, self.thresholds_source = load_thresholds(self.model_dir)
         self.pristine_offset = load_pristine_offset(self.model_dir)
+        if (folder / TRUNK_DELTA).is_file():  # an interpolated model: describe with the encoder its texts know
+            encoder = text_aligned_encoder(self.model_dir, device)
         self.encoder, self.device = encoder, device
         weights = folder / "model.safetensors"
         stamp = weights.stat().st_mtime_ns if weights.is_file() else 0

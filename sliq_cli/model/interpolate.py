@@ -5,6 +5,10 @@ of images unlike the training data (another camera, another file encoding) can m
 of the start and the trained encoder, theta = (1 - alpha) * start + alpha * trained, keeps much of what training
 added while recovering the start's robustness; the two must share an architecture, and the trained one must have
 been trained from that start (the averaged network is only meaningful along such a path).
+
+A text tower (`text/`) is aligned with the trained encoder's embedding space, not with the interpolated one's, so an
+interpolated model carries the trained trunk too, as an int8 difference from its own (`text/image_delta.safetensors`,
+a quarter of the trunk's bf16 size): `sliq explain` describes images with the encoder its texts were trained with.
 """
 
 from __future__ import annotations
@@ -14,10 +18,14 @@ from pathlib import Path
 
 from sliq_cli.errors import SliqError
 
+TRUNK_DELTA = "image_delta.safetensors"  # in MODEL/text/: the text-aligned trunk, as an int8 delta from MODEL's
+DELTA_FORMAT = "sliq-trunk-delta"
+
 
 def interpolate_states(start: dict, trained: dict, alpha: float) -> dict:
-    """(1 - alpha) * start + alpha * trained for every floating tensor, in float32; integer tensors (BatchNorm's
-    step counters) and tensors the start lacks (a projector trained from scratch) come from `trained`."""
+    """(1 - alpha) * start + alpha * trained for every floating trunk tensor, in float32; everything else comes from
+    `trained`: integer tensors (BatchNorm's step counters) and the projector, which quality features do not read and
+    whose embedding space is the text tower's (a `NAME@imagenet` start's projector is an untrained random layer)."""
     import torch
 
     if not 0.0 <= alpha <= 1.0:
@@ -25,7 +33,7 @@ def interpolate_states(start: dict, trained: dict, alpha: float) -> dict:
     out = {}
     for name, t in trained.items():
         s = start.get(name)
-        if s is None or not t.is_floating_point():
+        if s is None or not t.is_floating_point() or not name.startswith("trunk."):
             out[name] = t.clone()
             continue
         if s.shape != t.shape:
@@ -38,9 +46,9 @@ def interpolate_states(start: dict, trained: dict, alpha: float) -> dict:
 
 
 def interpolate_encoders(start_dir, trained_dir, alpha: float, out_dir, dtype: str = "float32") -> str:
-    """Write the model folder `out_dir`: the trained model's config, text tower and heads-free layout, with trunk
-    and projector weights interpolated towards the start. Returns the new fingerprint (heads fitted on either end
-    do not apply: fit a new one)."""
+    """Write the model folder `out_dir`: the trained model's config, projector and text tower (with the trained trunk
+    as a delta, for `explain`), no heads, the trunk interpolated towards the start. Returns the new fingerprint (heads
+    fitted on either end do not apply: fit a new one)."""
     from sliq_cli.model.checkpoint import load_state_dict, read_config, save_encoder
     from sliq_cli.model.config import EncoderConfig
     from sliq_cli.model.encoder import ImageEncoder
@@ -56,8 +64,57 @@ def interpolate_encoders(start_dir, trained_dir, alpha: float, out_dir, dtype: s
     extra = {k: v for k, v in trained_meta.items()
              if k not in ("format", "format_version", "config", "fingerprint", "dtype")}
     extra["interpolated"] = {"alpha": alpha, "start": start_meta["fingerprint"], "trained": trained_meta["fingerprint"]}
+    fp = save_encoder(model, out, extra=extra, dtype=dtype)
     if (Path(trained_dir) / "text").is_dir():
-        # The text tower was aligned with the trained projector's embedding; an interpolated encoder keeps that
-        # projector's space approximately, so `explain` stays usable (its similarities are not re-calibrated).
         shutil.copytree(Path(trained_dir) / "text", out / "text", dirs_exist_ok=True)
-    return save_encoder(model, out, extra=extra, dtype=dtype)
+        trained_state = load_state_dict(trained_dir)
+        if (Path(trained_dir) / "text" / TRUNK_DELTA).is_file():  # the trained model is itself an interpolation
+            trained_state = text_aligned_encoder(trained_dir).state_dict()
+        save_trunk_delta(out / "text" / TRUNK_DELTA, load_state_dict(out), trained_state, fp)
+    return fp
+
+
+def save_trunk_delta(path, base: dict, target: dict, base_fingerprint: str) -> None:
+    """target - base for every floating trunk tensor, stored as int8 with one float32 scale per output channel
+    (dim 0), atomically. base: the state dict as stored (the delta is applied to what is loaded)."""
+    import torch
+
+    from sliq_cli.atomic import atomic_save_safetensors
+
+    out = {}
+    for name, t in target.items():
+        if not name.startswith("trunk.") or not t.is_floating_point():
+            continue
+        d = t.float() - base[name].float()
+        amax = d.abs().amax(dim=tuple(range(1, d.ndim))) if d.ndim > 1 else d.abs()  # (C,) or (n,)
+        scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+        shape = (-1,) + (1,) * (d.ndim - 1)
+        out[f"{name}.q"] = torch.round(d / scale.view(shape)).clamp(-127, 127).to(torch.int8).contiguous()
+        out[f"{name}.scale"] = scale.contiguous()
+    atomic_save_safetensors(path, out, metadata={"format": DELTA_FORMAT, "base": base_fingerprint})
+
+
+def text_aligned_encoder(model_dir, device: str = "cpu"):
+    """MODEL's encoder with the trunk its text tower was trained with: MODEL itself, or, for an interpolated model,
+    its trunk plus `text/image_delta.safetensors` (eval mode, float32)."""
+    from safetensors import safe_open
+
+    from sliq_cli.model.checkpoint import CheckpointError, load_encoder
+
+    encoder = load_encoder(model_dir, device="cpu")
+    path = Path(model_dir) / "text" / TRUNK_DELTA
+    if not path.is_file():
+        return encoder.to(device)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != DELTA_FORMAT or meta.get("base") != encoder.fingerprint:
+            raise CheckpointError(f"{path}: not the trunk delta of this model (its base is {meta.get('base')!r})")
+        state = encoder.state_dict()
+        for key in f.keys():
+            if not key.endswith(".q"):
+                continue
+            name = key[: -len(".q")]
+            q, scale = f.get_tensor(key).float(), f.get_tensor(f"{name}.scale")
+            state[name] = state[name] + q * scale.view((-1,) + (1,) * (q.ndim - 1))
+    encoder.load_state_dict(state)
+    return encoder.to(device).eval()
