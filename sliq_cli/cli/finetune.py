@@ -85,8 +85,8 @@ def finetune(
            f"{report.best_srocc:.3f}; saved model with its ridge head {report.head_val_srocc:.3f}")
     print_(f"  head {report.dataset!r} is the default: sliq score --model {report.out} IMAGES")
     if report.text:
-        print_("  text tower carried over from the start (its descriptions were aligned with the start's projector, "
-               "which fine-tuning leaves unchanged): sliq explain works")
+        print_("  text tower carried over from the start, with the start's trunk as an int8 delta: sliq explain "
+               "describes as the start does")
     else:
         print_("  the start has no text tower, so `sliq explain` cannot describe this model's images")
     _write_json(json_out, report.to_dict())

@@ -225,7 +225,7 @@ def tsne(
     Examples:
 
     \b
-      sliq plot tsne kadid10k --data-root ~/iqa --color-by distortion \\
+      sliq plot tsne kadid10k --data-root ~/iqa --colour-by distortion \\
           --out tsne.png
       sliq plot tsne clive.csv --out tsne.png
     """

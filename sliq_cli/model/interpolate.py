@@ -66,12 +66,20 @@ def interpolate_encoders(start_dir, trained_dir, alpha: float, out_dir, dtype: s
     extra["interpolated"] = {"alpha": alpha, "start": start_meta["fingerprint"], "trained": trained_meta["fingerprint"]}
     fp = save_encoder(model, out, extra=extra, dtype=dtype)
     if (Path(trained_dir) / "text").is_dir():
-        shutil.copytree(Path(trained_dir) / "text", out / "text", dirs_exist_ok=True)
-        trained_state = load_state_dict(trained_dir)
-        if (Path(trained_dir) / "text" / TRUNK_DELTA).is_file():  # the trained model is itself an interpolation
-            trained_state = text_aligned_encoder(trained_dir).state_dict()
-        save_trunk_delta(out / "text" / TRUNK_DELTA, load_state_dict(out), trained_state, fp)
+        copy_text_tower(trained_dir, out)
     return fp
+
+
+def copy_text_tower(src_dir, out_dir) -> None:
+    """SRC's text/ into OUT (whose weights are written already), with the trunk the tower was trained with stored
+    as an int8 delta from OUT's trunk, so `explain` on OUT describes as SRC's text-aligned encoder does."""
+    from sliq_cli.model.checkpoint import load_state_dict, read_config
+
+    src, out = Path(src_dir), Path(out_dir)
+    target = text_aligned_encoder(src).state_dict()
+    shutil.rmtree(out / "text", ignore_errors=True)
+    shutil.copytree(src / "text", out / "text")
+    save_trunk_delta(out / "text" / TRUNK_DELTA, load_state_dict(out), target, read_config(out)["fingerprint"])
 
 
 def save_trunk_delta(path, base: dict, target: dict, base_fingerprint: str) -> None:

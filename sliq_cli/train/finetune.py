@@ -480,9 +480,10 @@ def finetune(ds: Dataset, cfg: FinetuneConfig, resume: bool = False, on_log: OnL
 
     save_encoder(encoder, build, extra=extra)
     text = (Path(start_dir) / "text").is_dir()
-    if text:  # its descriptions were aligned with the start's projector, which fine-tuning leaves as it was
-        shutil.rmtree(build / "text", ignore_errors=True)
-        shutil.copytree(Path(start_dir) / "text", build / "text")
+    if text:  # explain keeps describing with the encoder the start's texts were trained with
+        from sliq_cli.model.interpolate import copy_text_tower
+
+        copy_text_tower(start_dir, build)
     head, head_val = _deployable_head(build, data, train, val, name, device, cfg)
     head.save(build / "heads" / f"{name}.safetensors")
     report = FinetuneReport(out, name, len(train), len(val), outcome.start_srocc, outcome.best_srocc, head_val,
