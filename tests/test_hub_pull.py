@@ -11,6 +11,8 @@ from sliq_cli.cli.app import app
 from sliq_cli.errors import SliqError
 from sliq_cli.hub.cache import cached_layout, hub_cache_dir
 from sliq_cli.hub.pull import pull_model, resolve_hub_model
+from sliq_cli.loading import find_model, load_model
+from sliq_cli.model.checkpoint import read_config
 from sliq_cli.model.resolve import ModelNotFoundError, resolve_model
 from tests.hub_server import go_offline
 
@@ -49,6 +51,7 @@ def test_pull_then_score_offline(hub, tiny_encoder_dir, example_photos, monkeypa
     n_requests = len(hub.requests)
     snapshot = repo_storage(REPO) / "snapshots" / commit
     assert resolve_model(REPO, hub=resolve_hub_model) == resolve_model(f"{REPO}@{commit}", hub=resolve_hub_model) == snapshot
+    assert find_model(REPO) == snapshot and load_model(REPO).fingerprint == read_config(snapshot)["fingerprint"]
     photo = tmp_path / "p.png"
     from PIL import Image
 

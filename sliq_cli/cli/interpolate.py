@@ -30,10 +30,8 @@ def interpolate(
           --alpha 0.3 -o runs/wise
       sliq fit-head --mos clive.csv --images clive/ -m runs/wise --name clive
     """
-    from sliq_cli.hub.pull import resolve_hub_model
+    from sliq_cli.loading import find_model
     from sliq_cli.model.interpolate import interpolate_encoders
-    from sliq_cli.model.resolve import resolve_model
 
-    fp = interpolate_encoders(resolve_model(start, hub=resolve_hub_model), resolve_model(trained, hub=resolve_hub_model),
-                              alpha, out_dir, dtype=dtype)
+    fp = interpolate_encoders(find_model(start), find_model(trained), alpha, out_dir, dtype=dtype)
     err_console().print(f"[green]{out_dir}[/]: {alpha:g} x trained + {1 - alpha:g} x start, fingerprint {fp[:12]}")

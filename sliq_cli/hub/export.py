@@ -54,10 +54,9 @@ def find_checkpoint(source: str) -> tuple[Path, Path | None]:
     checkpoint, or a model spec (`--model` syntax: a Hub repo id or "default")."""
     path = Path(source).expanduser()
     if not path.exists():
-        from sliq_cli.hub.pull import resolve_hub_model
-        from sliq_cli.model.resolve import resolve_model
+        from sliq_cli.loading import find_model
 
-        return resolve_model(source, hub=resolve_hub_model), None
+        return find_model(source), None
     if not path.is_dir():
         raise InputError(path, "not a folder (expected a pretraining run or a model folder)")
     if is_sliq_checkpoint(path):

@@ -203,13 +203,12 @@ class Explainer:
     @classmethod
     def load(cls, model: str | None = None, device: str = "auto") -> Explainer:
         """Without a head (no scores): `model` as `--model`; loads its encoder."""
-        from sliq_cli.hub.pull import resolve_hub_model
         from sliq_cli.iqa.features import resolve_device
         from sliq_cli.model.checkpoint import load_encoder
-        from sliq_cli.model.resolve import resolve_model
+        from sliq_cli.loading import find_model
 
         device = resolve_device(device)
-        model_dir = resolve_model(model, hub=resolve_hub_model)
+        model_dir = find_model(model)
         text_dir(model_dir)  # the missing-tower error before the weights load
         return cls(load_encoder(model_dir, device=device), model_dir, device)
 
@@ -291,14 +290,13 @@ def explain_images(paths: list, model: str | None = None, head: str | None = Non
     "level", "similarity", "cosine"}] (`top` of them, best first; the module docstring says what the numbers are), "appearance": {attr: {"value", "bin", "phrase"}},
     "crop": [x, y, w, h] in working-image pixels; a file that cannot be read gives {"path", "score": None, "error"}.
     """
-    from sliq_cli.hub.pull import resolve_hub_model
     from sliq_cli.images import ImageLoadError
     from sliq_cli.iqa.score import Scorer
-    from sliq_cli.model.resolve import resolve_model
+    from sliq_cli.loading import find_model
     from sliq_cli.tadac.database import load_work_pil
 
     check_top(top)
-    model_dir = resolve_model(model, hub=resolve_hub_model)
+    model_dir = find_model(model)
     text_dir(model_dir)  # the missing-tower error before any weights load
     scorer = Scorer.load(str(model_dir), head, device, **options)
     explainer = Explainer(scorer.encoder, model_dir, scorer.device)  # one encoder for scores and embeddings

@@ -263,12 +263,10 @@ def as_dataset(ds: Dataset | DatasetRef) -> Dataset:
 
 def open_encoder(model: str | None, device: str = "auto"):
     """Resolve `--model` and load the encoder on the resolved device."""
-    from sliq_cli.hub.pull import resolve_hub_model
     from sliq_cli.iqa.features import resolve_device
-    from sliq_cli.model.checkpoint import load_encoder
-    from sliq_cli.model.resolve import resolve_model
+    from sliq_cli.loading import load_model
 
-    return load_encoder(resolve_model(model, hub=resolve_hub_model), resolve_device(device))
+    return load_model(model, resolve_device(device))
 
 
 def dataset_features(dataset: Dataset, encoder, *, batch_size: int | None = None, progress: ProgressFactory | None = None,
@@ -313,14 +311,13 @@ def fit_head(dataset: Dataset | DatasetRef, *, model: str | None = None, name: s
     `sliq score --head NAME` finds it (the user's heads folder for this encoder). An existing head of that name is
     replaced only with `force` (HeadExistsError otherwise); fewer than SMALL_SAMPLE images give a SliqWarning."""
     from sliq_cli import __version__
-    from sliq_cli.hub.pull import resolve_hub_model
     from sliq_cli.model.checkpoint import read_config
-    from sliq_cli.model.resolve import resolve_model
+    from sliq_cli.loading import find_model
 
     ds = as_dataset(dataset)
     name = name or ds.name
     # checked before minutes of feature extraction, from config.json alone (no weights loaded)
-    target = user_head_path(name, read_config(resolve_model(model, hub=resolve_hub_model)).get("fingerprint", ""))
+    target = user_head_path(name, read_config(find_model(model)).get("fingerprint", ""))
     if target.exists() and not force:
         raise HeadExistsError(f"{target}: a head named {name!r} exists already for this model; --force (force=True) "
                               "replaces it, or give another --name")

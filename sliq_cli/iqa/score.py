@@ -26,12 +26,11 @@ class Scorer:
         """Resolve the model and the head, then load the weights. The head is found from config.json's fingerprint
         before any tensor is read, so a wrong `--head` fails at once instead of after the model has loaded."""
         from sliq_cli.iqa.features import resolve_device
-        from sliq_cli.hub.pull import resolve_hub_model
         from sliq_cli.iqa.head import resolve_head
         from sliq_cli.model.checkpoint import load_encoder, read_config
-        from sliq_cli.model.resolve import resolve_model
+        from sliq_cli.loading import find_model
 
-        model_dir = resolve_model(model, hub=resolve_hub_model)
+        model_dir = find_model(model)
         config = read_config(model_dir)
         fingerprint = config.get("fingerprint")
         encoder = None if fingerprint else load_encoder(model_dir, device=resolve_device(device))  # an old config

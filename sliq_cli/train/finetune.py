@@ -441,10 +441,9 @@ def run_config(overrides: dict, resume: bool) -> FinetuneConfig:
 
 def finetune(ds: Dataset, cfg: FinetuneConfig, resume: bool = False, on_log: OnLog | None = None) -> FinetuneReport:
     """Fine-tune, fit the deployable head, write the model folder cfg.out (see the module docstring)."""
-    from sliq_cli.hub.pull import resolve_hub_model
     from sliq_cli.iqa.features import resolve_device
     from sliq_cli.model.checkpoint import read_config
-    from sliq_cli.model.resolve import resolve_model
+    from sliq_cli.loading import find_model
 
     t0 = time.perf_counter()
     emit = on_log or (lambda record: None)
@@ -458,7 +457,7 @@ def finetune(ds: Dataset, cfg: FinetuneConfig, resume: bool = False, on_log: OnL
         raise UsageError(f"{build} holds an interrupted run of {out}: continue it with --resume, or remove it")
     device = resolve_device(cfg.device)
     cfg = cfg.resolved(device.startswith("cuda"))
-    start_dir = resolve_model(cfg.model, hub=resolve_hub_model)
+    start_dir = find_model(cfg.model)
     start_meta = read_config(start_dir)
     data = load_rated_images(ds, _max_pixels(start_meta))
     train, val = validation_split(len(ds), cfg.val_fraction, cfg.seed, ds.refs)
@@ -546,16 +545,15 @@ def finetune_protocol(ds: Dataset, cfg: FinetuneConfig, n_splits: int = 10, on_l
     """The paper's splits (seeded 70/10/20, or the dataset's official split), each evaluated twice: ridge on the
     frozen start's features, and ridge on the encoder fine-tuned on that split's 70 % (epoch chosen on its 10 %);
     both report on its 20 %."""
-    from sliq_cli.hub.pull import resolve_hub_model
     from sliq_cli.iqa.features import resolve_device
     from sliq_cli.iqa.protocol import ProtocolResult, official_split, random_splits, split_result
     from sliq_cli.model.checkpoint import load_encoder, read_config
-    from sliq_cli.model.resolve import resolve_model
+    from sliq_cli.loading import find_model
 
     emit = on_log or (lambda record: None)
     device = resolve_device(cfg.device)
     cfg = cfg.resolved(device.startswith("cuda"))
-    start_dir = resolve_model(cfg.model, hub=resolve_hub_model)
+    start_dir = find_model(cfg.model)
     data = load_rated_images(ds, _max_pixels(read_config(start_dir)))
     official = ds.official_split
     splits = [official_split(official)] if official else random_splits(len(ds), n_splits, cfg.seed, ds.refs)
