@@ -201,9 +201,9 @@ class Candidate:
 
 
 def build_candidates(specs: list[str], work: Path, device: str) -> list[Candidate]:
+    from sliq_cli.loading import find_model
     from sliq_cli.model.checkpoint import load_encoder
     from sliq_cli.model.interpolate import interpolate_encoders
-    from sliq_cli.model.resolve import resolve_model
 
     out: list[Candidate] = []
     by_name: dict[str, Candidate] = {}
@@ -215,23 +215,23 @@ def build_candidates(specs: list[str], work: Path, device: str) -> list[Candidat
         if kind == "concat":
             parts = [by_name[a] for a in args.split(",")]
             cand = Candidate(name, [e for p in parts for e in p.encoders], [s for p in parts for s in p.sources])
-        elif kind == "scales":  # another candidate's encoder with its features at other scales, e.g. scales:start,1+0.5
+            by_name[name] = cand
+            out.append(cand)
+            continue
+        folder = work / "models" / name
+        if kind == "scales":  # another candidate's encoder with its features at other scales, e.g. scales:start,1+0.5
             base, scales = args.split(",")
-            folder = work / "models" / name
             shutil.copytree(by_name[base].sources[0], folder, dirs_exist_ok=True)
             meta = json.loads((folder / "config.json").read_text())
             meta["config"]["features"]["scales"] = [float(v) for v in scales.split("+")]
             (folder / "config.json").write_text(json.dumps(meta, indent=2))
-            cand = Candidate(name, [load_encoder(folder, device).fuse_for_inference()], [str(folder)])
         elif kind == "wise":
             a, b, alpha = args.split(",")
-            folder = work / "models" / name
-            ends = [by_name[e].sources[0] if e in by_name else resolve_model(e) for e in (a, b)]
+            ends = [by_name[e].sources[0] if e in by_name else find_model(e) for e in (a, b)]
             interpolate_encoders(*ends, float(alpha), folder, dtype="bfloat16")  # bf16, as the default ships
-            cand = Candidate(name, [load_encoder(folder, device).fuse_for_inference()], [str(folder)])
         else:
-            folder = resolve_model(what)
-            cand = Candidate(name, [load_encoder(folder, device).fuse_for_inference()], [str(folder)])
+            folder = find_model(what)
+        cand = Candidate(name, [load_encoder(folder, device).fuse_for_inference()], [str(folder)])
         by_name[name] = cand
         out.append(cand)
     return out

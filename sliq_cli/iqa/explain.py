@@ -46,7 +46,7 @@ from typing import Iterator
 import numpy as np
 
 from sliq_cli.errors import InputError, SliqError, UsageError
-from sliq_cli.model.interpolate import TRUNK_DELTA, text_aligned_encoder
+from sliq_cli.model.interpolate import text_aligned_encoder
 from sliq_cli.tadac.appearance import ATTRIBUTES, appearance, bin_value
 from sliq_cli.tadac.texts import DEGREE_WORDS, PRISTINE_PHRASES, TEXT_TYPES, fill, slot_kind
 
@@ -186,12 +186,13 @@ class Explainer:
     """An image encoder, the text embeddings of the description set, and the appearance bins of one model."""
 
     def __init__(self, encoder, model_dir, device: str = "cpu"):
+        """encoder: the model's, when the caller has it loaded (a scorer's), else None. An interpolated model
+        describes with the encoder its texts were trained with instead (model/interpolate.py)."""
         self.model_dir = Path(model_dir)
         folder = text_dir(self.model_dir)
         self.thresholds, self.thresholds_source = load_thresholds(self.model_dir)
         self.pristine_offset = load_pristine_offset(self.model_dir)
-        if (folder / TRUNK_DELTA).is_file():  # an interpolated model: describe with the encoder its texts know
-            encoder = text_aligned_encoder(self.model_dir, device)
+        encoder = text_aligned_encoder(self.model_dir, device, loaded=encoder)
         self.encoder, self.device = encoder, device
         weights = folder / "model.safetensors"
         stamp = weights.stat().st_mtime_ns if weights.is_file() else 0
@@ -204,13 +205,9 @@ class Explainer:
     def load(cls, model: str | None = None, device: str = "auto") -> Explainer:
         """Without a head (no scores): `model` as `--model`; loads its encoder."""
         from sliq_cli.iqa.features import resolve_device
-        from sliq_cli.model.checkpoint import load_encoder
         from sliq_cli.loading import find_model
 
-        device = resolve_device(device)
-        model_dir = find_model(model)
-        text_dir(model_dir)  # the missing-tower error before the weights load
-        return cls(load_encoder(model_dir, device=device), model_dir, device)
+        return cls(None, find_model(model), resolve_device(device))  # the missing-tower error before weights load
 
     @staticmethod
     def crop(rgb: np.ndarray) -> tuple[np.ndarray, list[int]]:
@@ -299,7 +296,7 @@ def explain_images(paths: list, model: str | None = None, head: str | None = Non
     model_dir = find_model(model)
     text_dir(model_dir)  # the missing-tower error before any weights load
     scorer = Scorer.load(str(model_dir), head, device, **options)
-    explainer = Explainer(scorer.encoder, model_dir, scorer.device)  # one encoder for scores and embeddings
+    explainer = Explainer(scorer.encoder, model_dir, scorer.device)  # the scorer's, unless the texts know another
 
     def records() -> Iterator[dict]:
         for rec in scorer.records(paths):

@@ -102,17 +102,17 @@ def save_trunk_delta(path, base: dict, target: dict, base_fingerprint: str) -> N
     atomic_save_safetensors(path, out, metadata={"format": DELTA_FORMAT, "base": base_fingerprint})
 
 
-def text_aligned_encoder(model_dir, device: str = "cpu"):
-    """MODEL's encoder with the trunk its text tower was trained with: MODEL itself, or, for an interpolated model,
-    its trunk plus `text/image_delta.safetensors` (eval mode, float32)."""
+def text_aligned_encoder(model_dir, device: str = "cpu", loaded=None):
+    """MODEL's encoder with the trunk its text tower was trained with: MODEL itself (`loaded`, when the caller has it
+    already), or, for an interpolated model, its trunk plus `text/image_delta.safetensors` (eval mode, float32)."""
     from safetensors import safe_open
 
     from sliq_cli.model.checkpoint import CheckpointError, load_encoder
 
-    encoder = load_encoder(model_dir, device="cpu")
     path = Path(model_dir) / "text" / TRUNK_DELTA
     if not path.is_file():
-        return encoder.to(device)
+        return loaded if loaded is not None else load_encoder(model_dir, device=device)
+    encoder = load_encoder(model_dir, device="cpu")  # unfused, whatever `loaded` became: the delta is per tensor
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
         if meta.get("format") != DELTA_FORMAT or meta.get("base") != encoder.fingerprint:
