@@ -6,7 +6,8 @@
 #                                                        # *.safetensors at its root (converted ImageNet trunks,
 #                                                        # $SLIQ_HOME/imagenet here) go to $SLIQ_HOME/imagenet there
 #   bash bench/gpu_run.sh build [ARGS...]                # sliq tadac build of the staged kit -> $W/tadac
-#   bash bench/gpu_run.sh launch NAME [PRETRAIN ARGS...] # sliq pretrain --db $W/tadac --out $W/runs/NAME, detached
+#   bash bench/gpu_run.sh launch NAME [PRETRAIN ARGS...] # sliq pretrain --db $W/tadac --out $W/runs/NAME, detached;
+#                                                        # each export is kept in $W/snap/NAME/
 #   bash bench/gpu_run.sh wait SECONDS [NAME...]         # sleep while the detached runs train, show their logs, and
 #                                                        # copy each NAME's latest image-encoder export to $OUT/NAME/
 #   bash bench/gpu_run.sh collect NAME                   # $OUT/NAME.tar.part-*: config, tokenizer, log, export
@@ -37,7 +38,24 @@ launch)
   name=$2; shift 2
   setsid nohup python3 -m sliq_cli pretrain --db "$W/tadac" --out "$W/runs/$name" "$@" \
     > "$W/runs/$name.out" 2>&1 < /dev/null &
-  sleep 2; echo "launched $name (pid $!)" ;;
+  pid=$!
+  # Keep every export (--export-every overwrites RUN/export): $W/snap/NAME/{export,export-ema}-STEP, for benches of
+  # earlier steps. Inline, so that it does not read this file again after a later call replaced the tree.
+  setsid nohup bash -c '
+    run=$1; snap=$2; pid=$3
+    while kill -0 "$pid" 2>/dev/null || [ -z "$done" ]; do
+      kill -0 "$pid" 2>/dev/null || done=1
+      for kind in export export-ema; do
+        step=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))[\"pretrain\"][\"step\"])" \
+               "$run/$kind/config.json" 2>/dev/null) || continue
+        if [ ! -d "$snap/$kind-$step" ]; then
+          sleep 5  # the export writes its files one after another
+          mkdir -p "$snap" && cp -r "$run/$kind" "$snap/$kind-$step"
+        fi
+      done
+      sleep 10
+    done' snapshots "$W/runs/$name" "$W/snap/$name" "$pid" > "$W/runs/$name.snap.out" 2>&1 < /dev/null &
+  sleep 2; echo "launched $name (pid $pid)" ;;
 wait)
   sleep "$2"; shift 2
   for name in "$@"; do

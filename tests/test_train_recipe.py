@@ -78,7 +78,8 @@ def test_half_scale_view_is_the_resized_square():
 
 
 def test_config_rejects_bad_recipe_values():
-    for bad in (dict(colour_views="text"), dict(half_scale_prob=1.5), dict(trunk_lr_scale=-1), dict(grad_clip=0)):
+    for bad in (dict(colour_views="text"), dict(half_scale_prob=1.5), dict(trunk_lr_scale=-1), dict(grad_clip=0),
+                dict(benign_prob=2), dict(ema_decay=1.0)):
         with pytest.raises(ValueError):
             PretrainConfig(db="d", out="o", **bad)
     assert PretrainConfig.from_dict({"db": "d", "out": "o", "init": None}).init == "scratch"  # configs before `init`
@@ -156,3 +157,87 @@ def test_grad_clip_bounds_the_step(tmp_path, example_photos):
     assert 0 < moved["clipped"] < 0.01 * moved["free"]
     logged = [json.loads(line) for line in (tmp_path / "clipped" / "log.jsonl").read_text().splitlines()]
     assert logged[-1]["grad_norm"] > 1e-3  # the norm before clipping
+
+
+def test_benign_scales_draw_jpeg_qualities_and_mild_resampling():
+    from sliq_cli.train.views import BENIGN_JPEG_QUALITIES, benign_scales
+
+    quality, scale = benign_scales(2000, 0.0, 224, np.random.default_rng(0))
+    assert not quality.any() and not scale.any()
+    quality, scale = benign_scales(2000, 0.5, 224, np.random.default_rng(0))
+    benign = quality > 0
+    assert 0.45 < benign.mean() < 0.55 and set(quality[benign]) == set(BENIGN_JPEG_QUALITIES)
+    assert not scale[~benign].any() and 0.4 < (scale[benign] > 0).mean() < 0.6  # half the benign views resampled
+    side = scale[scale > 0] * 224
+    assert np.allclose(side % 8, 0) and side.min() >= 224 and side.max() <= 1.3 * 224
+
+
+def test_benign_reencoding_is_a_real_jpeg_and_touches_only_the_chosen_views(example_photos):
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    from sliq_cli.images import load_image
+    from sliq_cli.train.views import reencode_jpeg
+
+    photo = torch.from_numpy(np.array(load_image(example_photos[0]))).permute(2, 0, 1)  # (3, H, W) uint8
+    crops = torch.stack([photo[:, :96, :96], photo[:, 100:196, 100:196], photo[:, 200:296, 50:146]]).contiguous()
+    out = reencode_jpeg(crops, np.array([0, 85, 95]))
+    assert torch.equal(out[0], crops[0])
+    for i, q in ((1, 85), (2, 95)):
+        assert torch.equal(out[i], decode_jpeg(encode_jpeg(crops[i], quality=q)))
+        mse = (out[i].float() - crops[i].float()).pow(2).mean()
+        assert 0 < mse and 10 * torch.log10(255**2 / mse) > 30  # changed, but far below what viewers see
+
+
+def test_benign_views_follow_the_draws_and_leave_other_views_alone():
+    maker, imgs = _view_maker("image-image", 0.0)
+    rec = np.arange(4).repeat(4)
+    plain = maker(rec, np.zeros(16, dtype=np.int64), np.random.default_rng(3)).images
+    maker.benign_prob = 1.0
+    benign = maker(rec, np.zeros(16, dtype=np.int64), np.random.default_rng(3)).images
+    again = maker(rec, np.zeros(16, dtype=np.int64), np.random.default_rng(3)).images
+    assert torch.equal(benign, again)  # a pure function of the step's draws, as resume needs
+    assert torch.equal(benign[:16], plain[:16])  # saliency crops and first views: the same draws, untouched
+    assert not torch.equal(benign[32:], plain[32:])
+
+
+def test_ema_follows_timm_warm_up_and_lags_the_weights():
+    from sliq_cli.train.ema import EncoderEma
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = EncoderEma(net, 0.9)
+    w0 = net[0].weight.detach().clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    net(torch.randn(4, 3))  # BN statistics and its step counter move too
+    ema.update()
+    d = 1 / 10  # (1 + 0) / (10 + 0): the first update all but replaces the start
+    assert torch.allclose(ema.state["0.weight"], d * w0 + (1 - d) * net[0].weight)
+    assert int(ema.state["1.num_batches_tracked"]) == 1
+    for _ in range(200):
+        ema.update()
+    assert ema.current_decay() == 0.9
+    assert torch.allclose(ema.state["0.weight"], net[0].weight, atol=1e-6)
+
+
+def test_ema_export_and_resume_follow_the_uninterrupted_run(tmp_path, example_photos):
+    from sliq_cli.model.checkpoint import load_encoder, load_state_dict
+    from sliq_cli.train.loop import pretrain
+
+    db = _db(tmp_path, example_photos, pristine=True)
+    cfg = dict(TINY, db=str(db), batch_size=8, steps=4, checkpoint_every=2, ema_decay=0.5, benign_prob=0.5)
+    pretrain(dict(cfg, out=str(tmp_path / "full")))
+
+    def kill_after_step_3(record):
+        if record.get("step") == 3:
+            raise KeyError("killed")
+
+    with pytest.raises(KeyError):  # the state saved at step 2 holds the EMA of steps 1-2
+        pretrain(dict(cfg, out=str(tmp_path / "cut")), on_log=kill_after_step_3)
+    pretrain(dict(cfg, out=str(tmp_path / "cut")), resume=True)
+    assert _losses(tmp_path / "cut") == pytest.approx(_losses(tmp_path / "full"), rel=1e-5)
+    full, cut = load_state_dict(tmp_path / "full" / "export-ema"), load_state_dict(tmp_path / "cut" / "export-ema")
+    assert all(torch.allclose(full[k].float(), cut[k].float(), atol=1e-6) for k in full)
+    live = load_state_dict(tmp_path / "full" / "export")
+    assert not torch.equal(live["projector.0.weight"], full["projector.0.weight"])
+    meta = load_encoder(tmp_path / "full" / "export-ema").meta["pretrain"]
+    assert meta["ema"] == {"decay": 0.5, "updates": 4} and meta["config"]["benign_prob"] == 0.5

@@ -47,6 +47,11 @@ class PretrainConfig:
     appearance_on_pristine: bool = False  # the paper: appearance texts on authentic images only
     colour_views: str = "all"  # CONTRIQUE's colour spaces on "all" views, or "image-image" views only
     half_scale_prob: float = 0.5  # share of image-image pairs whose second view is at half scale (CONTRIQUE)
+    # Robustness to how files are stored (not in the paper; issue #24): the share of image-image pairs whose second
+    # view is a benign re-encoding (JPEG q 85-95, some mildly downsampled; train/views.py), and an EMA of the image
+    # encoder's weights exported to RUN/export-ema (train/ema.py). 0: off, the paper's recipe.
+    benign_prob: float = 0.0
+    ema_decay: float = 0.0
     group_size: int = 8
     crop_size: int = 224
     max_resident_gb: float = 16.0
@@ -84,6 +89,8 @@ class PretrainConfig:
              "authentic_fraction must be in [0, 1]"),
             (self.colour_views in ("all", "image-image"), "colour_views is 'all' or 'image-image'"),
             (0.0 <= self.half_scale_prob <= 1.0, "half_scale_prob must be in [0, 1]"),
+            (0.0 <= self.benign_prob <= 1.0, "--benign-prob must be in [0, 1]"),
+            (0.0 <= self.ema_decay < 1.0, "--ema-decay must be in [0, 1) (0: no EMA)"),
             (self.trunk_lr_scale >= 0, "--trunk-lr-scale must be >= 0"),
             (self.grad_clip is None or self.grad_clip > 0, "--grad-clip must be positive"),
             (0.0 <= self.alpha <= 1.0, "--alpha must be in [0, 1]"),

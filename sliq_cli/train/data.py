@@ -41,11 +41,13 @@ from sliq_cli.tadac.saliency import centred_window
 from sliq_cli.tadac.texts import VARIANTS_PER_PRISTINE, decode_variant, sample_texts
 from sliq_cli.tensors import to_uint8
 from sliq_cli.train.views import (
+    benign_scales,
     crop_flat,
     half_scale_boxes,
     ola_positions,
     random_colour_space,
     random_flip,
+    reencode_jpeg,
     to_device_async,
 )
 
@@ -328,13 +330,17 @@ class ViewMaker:
     view (`colour_views="all"`, the paper's "as CONTRIQUE") or on the two image-image views only ("image-image":
     the image-text crop's texts may speak of colour and brightness, which a grey or HSV view contradicts); and,
     with probability `half_scale_prob`, the second image-image view taken at about half scale (half_scale_boxes).
+    With probability `benign_prob` (not in the paper; views.benign_scales), a second image-image view is stored again
+    in a way viewers cannot see (JPEG quality 85-95, half of them mildly downsampled first), so that the positive pair
+    teaches features to ignore how a file was stored while TADAC's 25 distortions stay negatives of each other.
     The saliency crop is made even without the image-text branch, so both ablations see the same images.
     """
 
     def __init__(self, store: ImageStore, records: list, crop_size: int, texts: TextPicker | None,
-                 device: torch.device, colour_views: str = "all", half_scale_prob: float = 0.0):
+                 device: torch.device, colour_views: str = "all", half_scale_prob: float = 0.0,
+                 benign_prob: float = 0.0):
         self.store, self.records, self.patch, self.texts, self.device = store, records, crop_size, texts, device
-        self.colour_views, self.half_scale_prob = colour_views, half_scale_prob
+        self.colour_views, self.half_scale_prob, self.benign_prob = colour_views, half_scale_prob, benign_prob
         for r in records:
             w, h = r.work_size
             if min(w, h) < crop_size:
@@ -351,8 +357,14 @@ class ViewMaker:
         store, p, b = self.store, self.patch, len(rec)
         sizes = store.size[rec]  # (b, 2) (h, w)
         xy = np.stack([self.sal_xy[rec], *ola_positions(sizes, p, rng)])  # (3, b, 2): saliency, view 1, view 2
-        half_xy, half_side = half_scale_boxes(xy[2], sizes, p)  # (b, 2), (b,)
-        half_side[rng.random(b) >= self.half_scale_prob] = 0  # 0: view 2 stays a P x P crop
+        half = rng.random(b) < self.half_scale_prob
+        # Benign re-encodings draw from a stream of their own (spawning does not advance rng), so every other view
+        # is the one a run without them would make.
+        quality, scale = (benign_scales(b, self.benign_prob, p, rng.spawn(1)[0]) if self.benign_prob
+                          else (None, np.zeros(b)))
+        scale[half] = 2.0
+        half_xy, half_side = half_scale_boxes(xy[2], sizes, p, scale)  # (b, 2), (b,)
+        half_side[scale == 0] = 0  # 0: view 2 stays a P x P crop
         tl = np.array([(0, 0) if v == 0 else decode_variant(int(v)) for v in var], dtype=np.int64)  # (b, 2)
         types, levels = tl[:, 0], tl[:, 1]
         codec = np.isin(types, CODEC_TYPES)
@@ -377,7 +389,10 @@ class ViewMaker:
                                       half_xy[members], half_side[members]))
             order.append(members)
         order = np.concatenate(order)
-        crops = torch.cat(chunks, dim=1).reshape(3 * b, 3, p, p)  # (3b, 3, P, P) uint8
+        crops = torch.cat(chunks, dim=1)  # (3, b, 3, P, P) uint8
+        if quality is not None:
+            crops[2] = reencode_jpeg(crops[2], quality[order])
+        crops = crops.reshape(3 * b, 3, p, p)
 
         x = random_flip(crops.float().div_(255), torch.from_numpy(rng.random(3 * b) < 0.5))
         first = 0 if self.colour_views == "all" else b

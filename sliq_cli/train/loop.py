@@ -46,7 +46,7 @@ from sliq_cli.train.distributed import (
     init_process_group,
     torchrun_env,
 )
-from sliq_cli.train.state import export, export_step, has_state, load_export, load_state, save_state
+from sliq_cli.train.state import export, export_ema, export_step, has_state, load_export, load_state, save_state
 
 # Options a resumed run may change; everything else must match the run's config.json.
 RESUMABLE = {"epochs", "steps", "checkpoint_every", "export_every", "export_dtype", "export_shard_mb", "log_every",
@@ -268,6 +268,7 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
     from sliq_cli.tadac.database import load_database
     from sliq_cli.train.data import ImageStore, Prefetcher, Sampler, TextPicker, ViewMaker, select_records
     from sliq_cli.train.distributed import all_reduce_mean
+    from sliq_cli.train.ema import EncoderEma
     from sliq_cli.train.loss import SliqueLoss
 
     device = _device(cfg, info)
@@ -298,10 +299,13 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
                                     momentum=cfg.momentum)
         start = 0
         if resume and has_state(run):
-            start = load_state(run, net, optimizer)
-        elif resume:
-            start = load_export(run, net)
-            _emit(on_log, run, info, {"event": "resumed-from-export", "step": start}, log=False)
+            ema = EncoderEma(net.image, cfg.ema_decay) if cfg.ema_decay else None
+            start = load_state(run, net, optimizer, ema)
+        else:
+            if resume:
+                start = load_export(run, net)
+                _emit(on_log, run, info, {"event": "resumed-from-export", "step": start}, log=False)
+            ema = EncoderEma(net.image, cfg.ema_decay) if cfg.ema_decay else None  # from the weights it starts at
         if resume and info.is_main:
             _trim_log(run / "log.jsonl", start)
         model = net
@@ -316,7 +320,8 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
         store = ImageStore.build(records, device, workers, cfg.max_resident_gb)
         sampler = Sampler(records, cfg.batch_size, cfg.authentic_fraction, cfg.group_size, cfg.seed)
         texts = TextPicker(tokenizer, cfg.texts, cfg.context, cfg.appearance_on_pristine) if cfg.image_text else None
-        views = ViewMaker(store, records, cfg.crop_size, texts, device, cfg.colour_views, cfg.half_scale_prob)
+        views = ViewMaker(store, records, cfg.crop_size, texts, device, cfg.colour_views, cfg.half_scale_prob,
+                          cfg.benign_prob)
         schedule = Schedule.from_config(cfg, sampler.steps_per_epoch)
         _emit(on_log, run, info, {"event": "training", "start": start, "total": schedule.total_steps,
                                   "steps_per_epoch": sampler.steps_per_epoch}, log=False)
@@ -354,6 +359,8 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
             # the global gradient norm, logged so a --grad-clip can be chosen from what a run measured
             grad_norm = nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip or math.inf, foreach=True)
             optimizer.step()
+            if ema is not None:
+                ema.update()
 
             loss = out["loss"].detach()
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
@@ -376,14 +383,14 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < schedule.total_steps:
                 _check_finite(first_bad, run, last_saved)
                 if info.is_main:
-                    save_state(run, net, optimizer, done, cfg)
+                    save_state(run, net, optimizer, done, cfg, ema)
                 last_saved = done
             if cfg.export_every and done % cfg.export_every == 0 and info.is_main:
-                export(run, net, tokenizer, cfg, done, db.thresholds)
+                _export(run, net, ema, tokenizer, cfg, done, db.thresholds)
             if stop.requested and done < schedule.total_steps:
                 _check_finite(first_bad, run, last_saved)
                 if last_saved != done:
-                    save_state(run, net, optimizer, done, cfg)
+                    save_state(run, net, optimizer, done, cfg, ema)
                     last_saved = done
                 raise Interrupted(f"stopped ({stop.requested}) after step {done} of {schedule.total_steps}; "
                                   f"saved the state at step {done} in {run / 'state'}", done, done)
@@ -391,8 +398,8 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
         done = max(start, schedule.total_steps)
         if info.is_main:
             if done > start:
-                save_state(run, net, optimizer, done, cfg)
-            export(run, net, tokenizer, cfg, done, db.thresholds)
+                save_state(run, net, optimizer, done, cfg, ema)
+            _export(run, net, ema, tokenizer, cfg, done, db.thresholds)
             _emit(on_log, run, info, {"event": "exported", "step": done, "export": str(run / "export")}, log=False)
         _barrier(info)
     except KeyboardInterrupt:  # a second signal, or one before the handler: nothing saved at the interrupt
@@ -408,6 +415,12 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
         destroy_process_group()
         if device.type == "cpu":
             torch.set_flush_denormal(flushed)
+
+
+def _export(run: Path, net: SliqueNet, ema, tokenizer, cfg: PretrainConfig, step: int, thresholds: dict) -> None:
+    export(run, net, tokenizer, cfg, step, thresholds)
+    if ema is not None:
+        export_ema(run, net.image, ema, cfg, step)
 
 
 def flushes_denormals() -> bool:

@@ -6,8 +6,10 @@
     RUN/export/            scoring checkpoint (sliq_cli.model.checkpoint) + text/ (text tower + tokenizer), in
                            --export-dtype; its config.json records the step and the run's config
     RUN/export-shards/     with --export-shard-mb: the same image encoder in shards of at most that size
+    RUN/export-ema/        with --ema-decay: the EMA of the image encoder's weights (train/ema.py), a scoring
+                           checkpoint like export/ (no text tower: the texts were learned against the live weights)
 
-A state holds the weights and the SGD momentum, nothing else: the loop seeds every random draw from the step.
+A state holds the weights, the SGD momentum and the EMA weights (with --ema-decay), nothing else: the loop seeds every random draw from the step.
 
 Across machines: a run folder holding only config.json, tokenizer.json and export/ (what travels back from a
 GPU lease) resumes with --resume from the export's weights and step; the SGD momentum did not travel, so it starts
@@ -38,7 +40,8 @@ def has_state(run: Path) -> bool:
     return (run / "state" / "latest.json").exists()
 
 
-def save_state(run: Path, net: nn.Module, optimizer: torch.optim.Optimizer, step: int, cfg: PretrainConfig) -> None:
+def save_state(run: Path, net: nn.Module, optimizer: torch.optim.Optimizer, step: int, cfg: PretrainConfig,
+               ema=None) -> None:
     """Write state/step-N/ completely, then point state/latest.json at it, then remove older states."""
     state_dir = run / "state"
     name = f"step-{step:09d}"
@@ -52,7 +55,10 @@ def save_state(run: Path, net: nn.Module, optimizer: torch.optim.Optimizer, step
     if net.text is not None:
         atomic_save_safetensors(folder / "text.safetensors", _cpu(net.text.state_dict()))
     atomic_save_safetensors(folder / "momentum.safetensors", _cpu(momentum))
-    atomic_write_json(folder / "state.json", {"step": step, "config": cfg.to_dict()})
+    if ema is not None:
+        atomic_save_safetensors(folder / "ema.safetensors", _cpu(ema.state))
+    atomic_write_json(folder / "state.json", {"step": step, "config": cfg.to_dict(),
+                                              "ema_updates": ema.updates if ema is not None else None})
     atomic_write_json(state_dir / "latest.json", {"step": step, "dir": name})
     for old in state_dir.glob("step-*"):
         if old.name != name:
@@ -66,8 +72,8 @@ def _cpu(tensors: dict) -> dict:
     return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
 
 
-def load_state(run: Path, net: nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Restore weights and momentum from state/latest.json; returns the step to continue from."""
+def load_state(run: Path, net: nn.Module, optimizer: torch.optim.Optimizer, ema=None) -> int:
+    """Restore weights, momentum and EMA weights from state/latest.json; returns the step to continue from."""
     from safetensors.torch import load_file
 
     latest = run / "state" / "latest.json"
@@ -79,7 +85,10 @@ def load_state(run: Path, net: nn.Module, optimizer: torch.optim.Optimizer) -> i
         if net.text is not None:
             net.text.load_state_dict(load_file(str(folder / "text.safetensors"), device=str(device)))
         momentum = load_file(str(folder / "momentum.safetensors"), device=str(device))
-    except (OSError, KeyError, ValueError, RuntimeError) as e:
+        if ema is not None:
+            saved = json.loads((folder / "state.json").read_text())
+            ema.load(load_file(str(folder / "ema.safetensors"), device=str(device)), int(saved["ema_updates"]))
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
         raise SliqError(f"{latest}: cannot restore the saved state ({e})") from None
     for name, p in net.named_parameters():
         if name in momentum:
@@ -97,13 +106,7 @@ def export(run: Path, net: nn.Module, tokenizer, cfg: PretrainConfig, step: int,
     from sliq_cli.model.text import save_text_tower
 
     image = _plain_encoder(net.image)
-    # the run's config travels with its weights; its folders by name only (they are this machine's paths)
-    travelling = {**cfg.to_dict(), "db": Path(cfg.db).name, "out": Path(cfg.out).name}
-    extra = {"pretrain": {"step": step, "samples": step * cfg.batch_size, "config": travelling}}
-    if cfg.init == "imagenet":
-        from sliq_cli.model.imagenet import LICENCE
-
-        extra["licence"] = LICENCE
+    extra = _export_extra(cfg, step)
     save_encoder(image, run / "export", extra=extra, dtype=cfg.export_dtype)
     if net.text is not None:
         save_text_tower(net.text, tokenizer, run / "export" / "text", dtype=cfg.export_dtype)
@@ -111,6 +114,29 @@ def export(run: Path, net: nn.Module, tokenizer, cfg: PretrainConfig, step: int,
             "format": "sliq-appearance", "format_version": 1, "thresholds": thresholds})
     if cfg.export_shard_mb:
         save_encoder(image, run / "export-shards", extra=extra, dtype=cfg.export_dtype, max_shard_mb=cfg.export_shard_mb)
+
+
+def export_ema(run: Path, image: nn.Module, ema, cfg: PretrainConfig, step: int) -> None:
+    """RUN/export-ema/: a scoring checkpoint of the EMA weights (`image` gives the encoder's config)."""
+    from sliq_cli.model.checkpoint import save_encoder
+    from sliq_cli.model.encoder import ImageEncoder
+
+    averaged = ImageEncoder(image.config)
+    averaged.load_state_dict(ema.state)
+    extra = _export_extra(cfg, step)
+    extra["pretrain"]["ema"] = {"decay": cfg.ema_decay, "updates": ema.updates}
+    save_encoder(averaged, run / "export-ema", extra=extra, dtype=cfg.export_dtype)
+
+
+def _export_extra(cfg: PretrainConfig, step: int) -> dict:
+    """What an export's config.json records of the run. Its folders by name only (they are this machine's paths)."""
+    travelling = {**cfg.to_dict(), "db": Path(cfg.db).name, "out": Path(cfg.out).name}
+    extra = {"pretrain": {"step": step, "samples": step * cfg.batch_size, "config": travelling}}
+    if cfg.init == "imagenet":
+        from sliq_cli.model.imagenet import LICENCE
+
+        extra["licence"] = LICENCE
+    return extra
 
 
 def _plain_encoder(image: nn.Module) -> nn.Module:

@@ -18,10 +18,15 @@ import torch
 import torch.nn.functional as F
 
 from sliq_cli.colour import rgb_to_grey, rgb_to_hsv, rgb_to_lab
+from sliq_cli.tensors import to_uint8
 
 OVERLAP_RANGE = (0.10, 0.30)
 N_CANDIDATES = 64
 COLOUR_SPACES = ("rgb", "gray", "lab", "hsv", "mscn")
+# Benign re-encodings (an extension of the paper, for robustness to how a file was stored): JPEG at these qualities
+# is far above TADAC's JPEG levels (quality 43 to 4), and a mild downsampling is far from its blurs.
+BENIGN_JPEG_QUALITIES = (85, 90, 95)
+BENIGN_MAX_SCALE = 1.3
 
 
 def ola_positions(sizes: np.ndarray, patch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -66,17 +71,47 @@ def crop_flat(flat: torch.Tensor, base: torch.Tensor, size: torch.Tensor, xy: to
     return windows[starts]  # (n, 3, P, P)
 
 
-def half_scale_boxes(xy: np.ndarray, sizes: np.ndarray, patch: int) -> tuple[np.ndarray, np.ndarray]:
-    """CONTRIQUE's half-scale view, for images near the working size: the square of side s = min(2P, h, w) centred
-    on a view's centre (clamped into the image), to be resized to P x P.
+def half_scale_boxes(xy: np.ndarray, sizes: np.ndarray, patch: int, scale: float | np.ndarray = 2.0
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Squares to be resized to P x P for views at a coarser scale: CONTRIQUE's half-scale view (scale 2), or the
+    mild resampling of a benign view (scale 1..1.3). The square of side s = min(scale P, h, w) centred on a view's
+    centre (clamped into the image).
 
-    xy: (n, 2) top-left (x, y) of the P x P views; sizes: (n, 2) (h, w). Returns (top-left (n, 2), side (n,)).
+    xy: (n, 2) top-left (x, y) of the P x P views; sizes: (n, 2) (h, w); scale: a number or (n,). Returns
+    (top-left (n, 2), side (n,)).
     """
-    side = np.minimum(2 * patch, sizes.min(axis=1))  # (n,)
+    side = np.minimum(np.floor(np.asarray(scale, dtype=np.float64) * patch), sizes.min(axis=1))  # (n,)
     centre = xy + patch / 2
     top_left = np.floor(centre - side[:, None] / 2)
     top_left = np.clip(top_left, 0, sizes[:, ::-1] - side[:, None])  # (n, 2) x in [0, w - s], y in [0, h - s]
     return top_left.astype(np.int64), side.astype(np.int64)
+
+
+def benign_scales(b: int, prob: float, patch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Which second views are stored again in a way viewers cannot see (a benign re-encoding), and how.
+
+    Returns (jpeg quality (b,), 0 where the view is not re-encoded; resampling scale (b,), 0 where it is not
+    resampled). Each benign view is JPEG-encoded at a quality in BENIGN_JPEG_QUALITIES; half of them are first taken
+    from a square up to BENIGN_MAX_SCALE x P across, resized down to P (a mildly downsampled file), its side a
+    multiple of 8 so that a batch needs few resizes.
+    """
+    benign = rng.random(b) < prob
+    quality = np.where(benign, rng.choice(BENIGN_JPEG_QUALITIES, b), 0)
+    side = patch + 8 * rng.integers(0, int((BENIGN_MAX_SCALE - 1) * patch) // 8 + 1, b)  # (b,) P .. 1.3 P
+    scale = np.where(benign & (rng.random(b) < 0.5), side / patch, 0.0)
+    return quality, scale
+
+
+def reencode_jpeg(crops: torch.Tensor, quality: np.ndarray) -> torch.Tensor:
+    """The crops (k, 3, P, P) uint8 with those of quality[i] > 0 JPEG-encoded at that quality and decoded again
+    (nvJPEG on CUDA, libjpeg on the CPU: sliq_cli.tadac.codecs); one codec call per quality."""
+    from sliq_cli.tadac.codecs import jpeg_roundtrip
+
+    out = crops.clone()
+    for q in np.unique(quality[quality > 0]):
+        sel = to_device_async(torch.from_numpy(np.flatnonzero(quality == q)), crops.device)
+        out[sel] = to_uint8(jpeg_roundtrip(crops[sel].float().div_(255), int(q)))
+    return out
 
 
 def to_device_async(t: torch.Tensor, device: torch.device) -> torch.Tensor:
