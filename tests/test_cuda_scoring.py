@@ -1,0 +1,78 @@
+"""The CUDA scoring path (nvJPEG decoding, bf16, canvases of mixed sizes, torch.compile) against the CPU reference.
+
+Skipped without a CUDA device; run on the GPU machine with `python -m pytest -q tests/test_cuda_scoring.py`
+(bench/RESULTS.md records the run)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+# The CPU computes in float32; CUDA in bf16 with nvJPEG's IDCT: a few tenths of a MOS point (scale 0-100) apart.
+CUDA_VS_CPU = 1.0
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory, example_photos):
+    """Crops of the example photos in 12 sizes (odd ones included), JPEG and PNG: what canvases batch together."""
+    folder = tmp_path_factory.mktemp("mixed")
+    sizes = [(500, 500), (512, 384), (384, 512), (333, 257), (640, 427), (257, 333), (300, 300), (481, 321),
+             (700, 466), (224, 224), (512, 341), (401, 599)]
+    for i, (w, h) in enumerate(sizes):
+        img = Image.open(example_photos[i % len(example_photos)]).convert("RGB")
+        img = img.resize((max(w, img.width), max(h, img.height))).crop((0, 0, w, h))
+        img.save(folder / (f"m{i:02d}.png" if i % 4 == 3 else f"m{i:02d}.jpg"), quality=92)
+    return sorted(folder.iterdir())
+
+
+@pytest.fixture(scope="module")
+def cpu_scores(mixed_folder):
+    from sliq_cli.api import load
+
+    return np.array(load(device="cpu").score(mixed_folder))
+
+
+def test_cuda_scores_match_the_cpu(mixed_folder, cpu_scores):
+    from sliq_cli.api import load
+
+    cuda = np.array(load(device="cuda").score(mixed_folder))
+    assert np.abs(cuda - cpu_scores).max() < CUDA_VS_CPU
+    assert np.corrcoef(cuda, cpu_scores)[0, 1] > 0.999
+
+
+def test_canvases_give_the_scores_of_equal_size_batches(mixed_folder):
+    from sliq_cli.api import load
+
+    canvas = np.array(load(device="cuda", canvas=True).score(mixed_folder))
+    plain = np.array(load(device="cuda", canvas=False).score(mixed_folder))
+    assert np.abs(canvas - plain).max() < 0.05  # the canvases' masks make each image's features its own
+
+
+def test_compiled_scoring_matches_eager(mixed_folder, cpu_scores):
+    from sliq_cli.api import load
+
+    compiled = np.array(load(device="cuda", compile=True).score(mixed_folder))
+    assert np.abs(compiled - cpu_scores).max() < CUDA_VS_CPU
+
+
+def test_cli_on_cuda_reports_a_broken_file_and_scores_the_rest(tmp_path, mixed_folder, cpu_scores):
+    from sliq_cli.cli.app import app
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in mixed_folder:
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "broken.jpg").write_bytes(mixed_folder[0].read_bytes()[:2000])  # a truncated JPEG: nvJPEG must not
+    result = CliRunner().invoke(app, ["score", str(folder), "--device", "cuda", "--format", "jsonl"])
+    assert result.exit_code == 1
+    records = {r["path"].rsplit("/", 1)[-1]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert records["broken.jpg"]["score"] is None and "broken.jpg" in records["broken.jpg"]["path"]
+    good = np.array([records[p.name]["score"] for p in mixed_folder])
+    assert np.abs(good - cpu_scores).max() < CUDA_VS_CPU
