@@ -264,11 +264,11 @@ def _prepare_run(cfg: PretrainConfig, db, resume: bool) -> None:
 
 
 def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: int | None = None) -> None:
+    """One process's run: the database and the run folder, the models, the views; then the step loop (batch ->
+    joint loss -> SGD step -> log, checkpoint, export); finally the last state and export."""
     from sliq_cli.model.tokenizer import Tokenizer
     from sliq_cli.tadac.database import load_database
-    from sliq_cli.train.data import ImageStore, Prefetcher, Sampler, TextPicker, ViewMaker, select_records
-    from sliq_cli.train.distributed import all_reduce_mean
-    from sliq_cli.train.ema import EncoderEma
+    from sliq_cli.train.data import Prefetcher, select_records
     from sliq_cli.train.loss import SliqueLoss
 
     device = _device(cfg, info)
@@ -276,11 +276,11 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
     flushed = flushes_denormals()  # restored at the end: the mode is the whole process's
     if device.type == "cpu":  # subnormal floats (small gradients, momentum tails) slow CPU SGD steps several-fold
         torch.set_flush_denormal(True)
+    run = Path(cfg.out)
     batches = None
     done = None  # the last step trained, once the loop runs (for an interrupt's message)
-    stop = _StopRequest(info, lambda: _emit(on_log, Path(cfg.out), info, {"event": "stopping"}, log=False))
+    stop = _StopRequest(info, lambda: _emit(on_log, run, info, {"event": "stopping"}, log=False))
     try:
-        run = Path(cfg.out)
         db = load_database(cfg.db)
         records = select_records(db.records, cfg.data_fraction, cfg.seed)
         if info.is_main:
@@ -288,56 +288,23 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
         _barrier(info)
         tokenizer = Tokenizer.load(run / "tokenizer.json") if cfg.image_text else None
 
-        # Models: identical initialisation on every rank (same seed); DDP also broadcasts rank 0's weights.
-        torch.manual_seed(cfg.seed)
-        net = build_models(cfg, tokenizer.vocab_size if tokenizer else 0).to(device)
-        if device.type == "cuda":
-            net = net.to(memory_format=torch.channels_last)
-            if info.world_size > 1:  # BN statistics over the global batch, as one process would compute them
-                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        optimizer = torch.optim.SGD(param_groups(net, cfg.weight_decay, cfg.trunk_lr_scale), lr=cfg.peak_lr,
-                                    momentum=cfg.momentum)
-        start = 0
-        if resume and has_state(run):
-            ema = EncoderEma(net.image, cfg.ema_decay) if cfg.ema_decay else None
-            start = load_state(run, net, optimizer, ema)
-        else:
-            if resume:
-                start = load_export(run, net)
-                _emit(on_log, run, info, {"event": "resumed-from-export", "step": start}, log=False)
-            ema = EncoderEma(net.image, cfg.ema_decay) if cfg.ema_decay else None  # from the weights it starts at
-        if resume and info.is_main:
-            _trim_log(run / "log.jsonl", start)
+        net, optimizer, ema, start = _models(cfg, info, device, tokenizer, resume, on_log)
         model = net
         if info.world_size > 1:
             model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
         forward = torch.compile(model) if cfg.compile else model
         loss_fn = SliqueLoss(cfg.alpha, cfg.temperature, info.rank, info.world_size, cfg.image_text, cfg.image_image)
-
-        # Data, resident on the device.
-        _emit(on_log, run, info, {"event": "decoding", "records": len(records)}, log=False)
-        workers = max(1, (cfg.workers or os.cpu_count() or 1) // info.world_size)
-        store = ImageStore.build(records, device, workers, cfg.max_resident_gb)
-        sampler = Sampler(records, cfg.batch_size, cfg.authentic_fraction, cfg.group_size, cfg.seed)
-        texts = TextPicker(tokenizer, cfg.texts, cfg.context, cfg.appearance_on_pristine) if cfg.image_text else None
-        views = ViewMaker(store, records, cfg.crop_size, texts, device, cfg.colour_views, cfg.half_scale_prob,
-                          cfg.benign_prob)
-        schedule = Schedule.from_config(cfg, sampler.steps_per_epoch)
+        make_batch, steps_per_epoch = _batch_maker(cfg, info, device, records, tokenizer, run, on_log)
+        schedule = Schedule.from_config(cfg, steps_per_epoch)
         _emit(on_log, run, info, {"event": "training", "start": start, "total": schedule.total_steps,
-                                  "steps_per_epoch": sampler.steps_per_epoch}, log=False)
+                                  "steps_per_epoch": steps_per_epoch}, log=False)
 
         b = cfg.batch_size // info.world_size
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-        sums = torch.zeros(4, device=device)  # loss, loss_it, loss_ii, gradient norm summed since the last log
-        first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
-        t_last, n_last, last_saved = time.perf_counter(), start, start
-        def make_batch(step: int):
-            rng = np.random.default_rng([cfg.seed, step, info.rank])
-            return views(*sampler.local_batch(step, info.rank, info.world_size), rng)
-
+        log = _StepLog(cfg, info, run, on_log, device, start, schedule.total_steps)
         batches = Prefetcher(make_batch, range(start, schedule.total_steps), device)
         net.train()
-        done = start
+        done = last_saved = start
         stop.install()
         for step in range(start, schedule.total_steps):
             lr = schedule.lr(step)
@@ -362,39 +329,24 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
             if ema is not None:
                 ema.update()
 
-            loss = out["loss"].detach()
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-            sums += torch.stack([loss, *(out[k].detach().to(device) for k in ("loss_it", "loss_ii")), grad_norm])
             done = step + 1
-            if done % cfg.log_every == 0 or done == schedule.total_steps:
-                _check_finite(first_bad, run, last_saved)
-                means = (all_reduce_mean(sums, info.world_size) / (done - n_last)).tolist()
-                now = time.perf_counter()
-                _emit(on_log, run, info, {
-                    "step": done, "total": schedule.total_steps, "samples": done * cfg.batch_size,
-                    "loss": means[0], "loss_it": means[1], "loss_ii": means[2], "grad_norm": means[3], "lr": lr,
-                    "samples_per_s": (done - n_last) * cfg.batch_size / (now - t_last),
-                    "max_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-                })
-                sums.zero_()
-                t_last, n_last = now, done
-            else:  # the progress bar moves every step (its rate and time left); the log keeps its interval
-                _emit(on_log, run, info, {"event": "step", "step": done, "total": schedule.total_steps}, log=False)
+            log.add(step, out, grad_norm)
+            log.emit(done, lr, last_saved)
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < schedule.total_steps:
-                _check_finite(first_bad, run, last_saved)
+                log.check_finite(last_saved)
                 if info.is_main:
                     save_state(run, net, optimizer, done, cfg, ema)
                 last_saved = done
             if cfg.export_every and done % cfg.export_every == 0 and info.is_main:
                 _export(run, net, ema, tokenizer, cfg, done, db.thresholds)
             if stop.requested and done < schedule.total_steps:
-                _check_finite(first_bad, run, last_saved)
+                log.check_finite(last_saved)
                 if last_saved != done:
                     save_state(run, net, optimizer, done, cfg, ema)
                     last_saved = done
                 raise Interrupted(f"stopped ({stop.requested}) after step {done} of {schedule.total_steps}; "
                                   f"saved the state at step {done} in {run / 'state'}", done, done)
-        _check_finite(first_bad, run, last_saved)
+        log.check_finite(last_saved)
         done = max(start, schedule.total_steps)
         if info.is_main:
             if done > start:
@@ -415,6 +367,94 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
         destroy_process_group()
         if device.type == "cpu":
             torch.set_flush_denormal(flushed)
+
+
+def _models(cfg: PretrainConfig, info: DistInfo, device: torch.device, tokenizer, resume: bool, on_log):
+    """The encoders on the device, the SGD optimiser, the EMA (with --ema-decay) and the step to start from: 0, or
+    where the saved state (or, failing that, the export) of a resumed run left off."""
+    from sliq_cli.train.ema import EncoderEma
+
+    run = Path(cfg.out)
+    torch.manual_seed(cfg.seed)  # identical initialisation on every rank; DDP also broadcasts rank 0's weights
+    net = build_models(cfg, tokenizer.vocab_size if tokenizer else 0).to(device)
+    if device.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+        if info.world_size > 1:  # BN statistics over the global batch, as one process would compute them
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    optimizer = torch.optim.SGD(param_groups(net, cfg.weight_decay, cfg.trunk_lr_scale), lr=cfg.peak_lr,
+                                momentum=cfg.momentum)
+    start = 0
+    if resume and has_state(run):
+        ema = EncoderEma(net.image, cfg.ema_decay) if cfg.ema_decay else None
+        start = load_state(run, net, optimizer, ema)
+    else:
+        if resume:
+            start = load_export(run, net)
+            _emit(on_log, run, info, {"event": "resumed-from-export", "step": start}, log=False)
+        ema = EncoderEma(net.image, cfg.ema_decay) if cfg.ema_decay else None  # from the weights it starts at
+    if resume and info.is_main:
+        _trim_log(run / "log.jsonl", start)
+    return net, optimizer, ema, start
+
+
+def _batch_maker(cfg: PretrainConfig, info: DistInfo, device: torch.device, records: list, tokenizer, run: Path,
+                 on_log) -> tuple[Callable, int]:
+    """The training images resident on the device, and make_batch(step): this rank's views and texts of the step's
+    batch, every random draw seeded by (seed, step, rank). Also the steps per epoch."""
+    from sliq_cli.train.data import ImageStore, Sampler, TextPicker, ViewMaker
+
+    _emit(on_log, run, info, {"event": "decoding", "records": len(records)}, log=False)
+    workers = max(1, (cfg.workers or os.cpu_count() or 1) // info.world_size)
+    store = ImageStore.build(records, device, workers, cfg.max_resident_gb)
+    sampler = Sampler(records, cfg.batch_size, cfg.authentic_fraction, cfg.group_size, cfg.seed)
+    texts = TextPicker(tokenizer, cfg.texts, cfg.context, cfg.appearance_on_pristine) if cfg.image_text else None
+    views = ViewMaker(store, records, cfg.crop_size, texts, device, cfg.colour_views, cfg.half_scale_prob,
+                      cfg.benign_prob)
+
+    def make_batch(step: int):
+        rng = np.random.default_rng([cfg.seed, step, info.rank])
+        return views(*sampler.local_batch(step, info.rank, info.world_size), rng)
+
+    return make_batch, sampler.steps_per_epoch
+
+
+class _StepLog:
+    """What RUN/log.jsonl records every --log-every steps. The loss terms and the gradient norm are summed on the
+    device between records, and the first step with a non-finite loss is kept there too, so a step waits for the
+    GPU only when a record is written; every other step sends the progress bar a step event."""
+
+    def __init__(self, cfg: PretrainConfig, info: DistInfo, run: Path, on_log, device: torch.device, start: int,
+                 total: int):
+        self.cfg, self.info, self.run, self.on_log, self.device, self.total = cfg, info, run, on_log, device, total
+        self.sums = torch.zeros(4, device=device)  # loss, loss_it, loss_ii, gradient norm since the last record
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.t_last, self.n_last = time.perf_counter(), start
+
+    def add(self, step: int, out: dict, grad_norm: torch.Tensor) -> None:
+        loss = out["loss"].detach()
+        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), step, self.first_bad)
+        self.sums += torch.stack([loss, *(out[k].detach().to(self.device) for k in ("loss_it", "loss_ii")), grad_norm])
+
+    def check_finite(self, last_saved: int) -> None:
+        _check_finite(self.first_bad, self.run, last_saved)
+
+    def emit(self, done: int, lr: float, last_saved: int) -> None:
+        from sliq_cli.train.distributed import all_reduce_mean
+
+        if done % self.cfg.log_every and done != self.total:  # the bar moves every step (its rate and time left)
+            _emit(self.on_log, self.run, self.info, {"event": "step", "step": done, "total": self.total}, log=False)
+            return
+        self.check_finite(last_saved)
+        means = (all_reduce_mean(self.sums, self.info.world_size) / (done - self.n_last)).tolist()
+        now = time.perf_counter()
+        _emit(self.on_log, self.run, self.info, {
+            "step": done, "total": self.total, "samples": done * self.cfg.batch_size,
+            "loss": means[0], "loss_it": means[1], "loss_ii": means[2], "grad_norm": means[3], "lr": lr,
+            "samples_per_s": (done - self.n_last) * self.cfg.batch_size / (now - self.t_last),
+            "max_mem_gb": torch.cuda.max_memory_allocated(self.device) / 2**30 if self.device.type == "cuda" else None,
+        })
+        self.sums.zero_()
+        self.t_last, self.n_last = now, done
 
 
 def _export(run: Path, net: SliqueNet, ema, tokenizer, cfg: PretrainConfig, step: int, thresholds: dict) -> None:
