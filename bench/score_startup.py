@@ -57,10 +57,11 @@ def run_once(folder: Path, device: str, model: str | None, work: Path) -> dict:
     env = {**os.environ, "SLIQ_TRACE": str(trace), "PYTHONPATH": os.pathsep.join(
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
     cmd = [sys.executable, "-m", "sliq_cli", "score", str(folder), "--device", device, "--format", "jsonl",
-           *(["--model", model] if model else [])]
+           *(["--model", str(Path(model).resolve()) if Path(model).exists() else model] if model else [])]
     with open(out, "w") as stdout:
         t0 = time.time()
-        child = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=subprocess.PIPE)
+        # from the checkout: `python -m` puts the working directory first on sys.path
+        child = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=stdout, stderr=subprocess.PIPE)
         stderr = child.stderr.read()
         _, status, usage = os.wait4(child.pid, 0)
         t1 = time.time()
