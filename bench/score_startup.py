@@ -8,8 +8,8 @@ its phase marks split the wall time into import (interpreter, sliq, torch; listi
 load (weights, the fused copy, the extractor), warm-up (the device's one-time start, CUDA only), first batch (to its
 scores), rest (the other batches) and exit (after the last output to the process's end). Peak RSS is the child's
 (wait4's ru_maxrss, which counts the forked child before its exec too: so this process never imports torch, and the
-machine and the GPU check run in a subprocess). Folders: --photos DIR's images (cycled to the count), else JPEGs made from the example photos
-at --size (bench/score_throughput.make_jpegs). One untimed run per device first warms the file cache; each cell is
+machine and the GPU check run in a subprocess). Folders: --photos DIR's images (cycled to the count), else JPEGs made
+from the example photos at --size (bench/score_throughput.make_jpegs). One untimed run per device first warms the file cache; each cell is
 the median of --repeats runs (peak RSS: the largest). A device the machine lacks is reported and skipped.
 """
 
@@ -96,7 +96,8 @@ def probe() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--devices", default="cuda,cpu", help="comma-separated: cuda, cpu (one the machine lacks is skipped)")
+    ap.add_argument("--devices", default="cuda,cpu",
+                    help="comma-separated: cuda, cpu (one the machine lacks is skipped)")
     ap.add_argument("--counts", default="1,5,100,1000", help="photos per folder, comma-separated")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--photos", type=Path, default=None, help="a folder of photos (default: generated JPEGs)")

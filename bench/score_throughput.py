@@ -7,10 +7,10 @@
 The model is a registered encoder (--arch, default the paper's ResNet-50) with random weights unless --model is given:
 speed does not depend on the weights. Images are JPEGs made from the example photos (random crops of upscaled
 copies, q90) at --size. The model-only rate runs quality_features (as scoring does) on a batch already on the device;
-the end-to-end rate includes reading, decoding (nvJPEG on CUDA), batching, the model and the ridge head, timed from the end of the first
-batch to the last score (so the model load does not count). With --compile the end-to-end run is `sliq score
---compile`, which compiles a shape only when the folder's images repay it (sliq_cli/iqa/compiling.py: a bench-size
-folder runs eager); the model-only line shows the compiled speed, and a check forces compilation (no compile cost
+the end-to-end rate includes reading, decoding (nvJPEG on CUDA), batching, the model and the ridge head, timed from the
+end of the first batch to the last score (so the model load does not count). With --compile the end-to-end run is
+`sliq score --compile`, which compiles a shape only when the folder's images repay it (sliq_cli/iqa/compiling.py: a
+bench-size folder runs eager); the model-only line shows the compiled speed, and a check forces compilation (no compile cost
 assumed) to compare compiled and eager scores. Both run the trunk in the memory layout scoring picks (on CUDA the
 trunk's own, on a CPU channels_last); --other-layout measures the other one too.
 """

@@ -149,7 +149,8 @@ def test_every_index_exactly_once_in_completion_order():
             indices = [i for b in batches for i in b.indices]
             assert sorted(indices) == list(range(len(sizes)))
             for b in batches:
-                assert [sizes[i] for i in b.indices] == list(b.sizes) and b.images == tuple(f"img{i}" for i in b.indices)
+                assert [sizes[i] for i in b.indices] == list(b.sizes)
+                assert b.images == tuple(f"img{i}" for i in b.indices)
                 assert len(b.indices) <= b.rows <= batch_size
                 if b.canvas is None:
                     assert len(set(b.sizes)) == 1 and b.rows == len(b.indices)

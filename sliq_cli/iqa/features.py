@@ -7,8 +7,9 @@ zero canvas from a short ladder of sizes, each pooled over its own region with t
 a batch) run at their own size once their size has come often enough to repay a new shape; which images share a
 batch is iqa/batching.py's BatchPlanner. A producer thread reads files (a thread pool), decodes them (on CUDA: JPEGs on
 the GPU with nvJPEG, on a side stream) and assembles the planned batches, while the calling thread runs the model (on
-CUDA: bf16 autocast, in the trunk's memory layout; on a CPU: channels_last) with one batch in flight. So on a GPU, reading, decoding and the model overlap, and nothing the producer waits for (file system,
-decoder) stalls the model. A file that fails to load yields an error for that file only.
+CUDA: bf16 autocast, in the trunk's memory layout; on a CPU: channels_last) with one batch in flight. So on a GPU,
+reading, decoding and the model overlap, and nothing the producer waits for (file system, decoder) stalls the model.
+A file that fails to load yields an error for that file only.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class FeatureExtractor:
         self.compiler: CompileWhenItPays | None = None  # set by iter() under --compile
         self.shapes_run: set[tuple[int, int, int]] = set()  # (rows, H, W) of the canvas batches run so far
         self.channels_last = (encoder.trunk.channels_last if cuda else True) if channels_last is None else channels_last
-        self.started = not cuda  # the device's one-time start (_start_device) is paid
+        self.device_started = not cuda  # the device's one-time start (_start_device) is paid
         self.encoder.to(device, memory_format=self._memory_format())
 
     # -- loading (producer side) -----------------------------------------------------------------------------
@@ -274,7 +275,7 @@ class FeatureExtractor:
                 layout = CanvasLayout.fitting([(64, 64), (48, 64)], self.downsampling)
                 self._run(lambda t: self.encoder.quality_features(t, layout), x)
         torch.cuda.synchronize(self.device)
-        self.started = True
+        self.device_started = True
 
     def _memory_format(self):
         import torch
@@ -315,7 +316,7 @@ class FeatureExtractor:
         self.compiler = CompileWhenItPays(self.encoder.scale_features, len(paths)) if self.compile else None
         scale_features = self.compiler or self.encoder.scale_features
         items = Background(self._produce(paths), depth=2, name="sliq-images")
-        if not self.started:
+        if not self.device_started:
             self._start_device()  # while the producer reads the first files
         trace.mark("warm-up")
         # On a GPU, the last batch launched is read back after the next launch, so the device always has work queued
