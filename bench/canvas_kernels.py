@@ -66,7 +66,7 @@ def main() -> None:
     h, w = (int(v) for v in args.canvas.split("x"))
     rng = random.Random(0)
     sizes = [(rng.randint(int(0.8 * h), h), rng.randint(int(0.8 * w), w)) for _ in range(args.rows)]
-    extractor = FeatureExtractor(load_encoder(args.model), "cuda", batch_size=args.rows)
+    extractor = FeatureExtractor(load_encoder(args.model), device="cuda", batch_size=args.rows)
     encoder = extractor.encoder
     layout = CanvasLayout.fitting(sizes, extractor.downsampling, rows=args.rows, canvas=(h, w))
     images = [torch.randint(0, 256, (3, *s), dtype=torch.uint8, device="cuda") for s in sizes]

@@ -188,7 +188,7 @@ class Candidate:
             spec = hashlib.sha256(json.dumps(enc.config.to_dict()["features"]).encode()).hexdigest()[:8]
             cached = work / "features" / f"{enc.fingerprint[:16]}-{spec}" / f"{key}.npy"
             if not cached.is_file():
-                res = extract_features(enc, paths, device, batch_size)
+                res = extract_features(enc, paths, device=device, batch_size=batch_size)
                 if res.failed:
                     raise SystemExit(f"{self.name}: {len(res.failed)} images failed, e.g. {next(iter(res.failed.items()))}")
                 cached.parent.mkdir(parents=True, exist_ok=True)

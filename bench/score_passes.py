@@ -35,15 +35,18 @@ from machine import describe  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def configure(config: str) -> int | None:
-    """Apply a configuration in this process; the reading threads it asks for (None: the default)."""
+def configure(config: str) -> tuple[int | None, object]:
+    """Apply a configuration in this process: (the reading threads it asks for (None: the default), the BatchPolicy)."""
+    import dataclasses
+
     import torch
     import torch.nn.functional as F
 
     from sliq_cli.iqa import features
+    from sliq_cli.iqa.batching import BatchPolicy
     from sliq_cli.model import efficientnet, encoder
 
-    workers = None
+    workers, policy = None, BatchPolicy()
     for part in config.split("+"):
         if part == "conv":
             efficientnet.pointwise = lambda x, w, b: F.conv2d(x, w, b)
@@ -73,18 +76,18 @@ def configure(config: str) -> int | None:
                 return fn(x.contiguous(memory_format=self._memory_format()))
             features.FeatureExtractor._run = run_bf16
         elif part == "fullrows":
-            features.ROW_MULTIPLE = 10**6
+            policy = dataclasses.replace(policy, row_multiple=10**6)
         elif part == "nofirst":
-            features.FIRST_BATCH = 10**6
+            policy = dataclasses.replace(policy, first_batch=10**6)
         elif part == "rows8":
-            features.NEW_SHAPE_PIXELS = -1
+            policy = dataclasses.replace(policy, new_shape_pixels=-1)
         elif part == "eagerload":
             os.environ["CUDA_MODULE_LOADING"] = "EAGER"  # read when CUDA starts, after this
         elif part.startswith("workers"):
             workers = int(part[len("workers"):])
         elif part != "default":
             raise SystemExit(f"unknown configuration {part!r}")
-    return workers
+    return workers, policy
 
 
 def random_model(arch: str, folder: Path) -> tuple[str, str]:
@@ -106,10 +109,10 @@ def random_model(arch: str, folder: Path) -> tuple[str, str]:
 def run_one(model: str, head: str | None, device: str, config: str, folder: str, passes: int, out: str) -> None:
     import torch
 
-    workers = configure(config)
-    from sliq_cli.api import load
+    workers, policy = configure(config)
     from sliq_cli.images import list_images
     from sliq_cli.iqa.features import FeatureExtractor
+    from sliq_cli.iqa.score import Scorer
 
     events: list = []
     start = [0.0]
@@ -155,7 +158,7 @@ def run_one(model: str, head: str | None, device: str, config: str, folder: str,
     FeatureExtractor._forward, Background.__next__ = traced_forward, traced_next
     files = list_images([folder], recursive=True)
     t = time.perf_counter()
-    scorer = load(model, head, device, batch_size=64, workers=workers)
+    scorer = Scorer.load(model, head, device, batch_size=64, workers=workers, policy=policy)
     result = {"config": config, "images": len(files), "load_s": time.perf_counter() - t, "passes": []}
     scores = []
     for _ in range(passes):

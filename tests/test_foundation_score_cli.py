@@ -101,3 +101,21 @@ def test_installed_sliq_subprocess(folder, tiny_encoder_dir):
     assert proc.stderr.strip() == ""  # nothing decorative when not on a terminal
     help_ = subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=60)
     assert help_.returncode == 0 and "score" in help_.stdout
+
+
+def test_main_ends_the_process_with_its_output_flushed_and_the_trace_marked(folder, tiny_encoder_dir, tmp_path):
+    """The console script ends with os._exit once the command returned: the exit code, every streamed line, the -o
+    file and the SLIQ_TRACE phase marks (in order) are all there."""
+    trace = tmp_path / "trace.jsonl"
+    cmd = [sys.executable, "-m", "sliq_cli", "score", str(folder), "-m", str(tiny_encoder_dir)]
+    env = {**os.environ, "SLIQ_TRACE": str(trace)}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr  # the broken file
+    assert len(jsonl_records(proc.stdout)) == 5 and "4 of 5 images scored; 1 failed" in proc.stderr
+    marks = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert [m["mark"] for m in marks] == ["import", "cuda context", "model loaded", "warm-up", "first batch", "end"]
+    assert [m["t"] for m in marks] == sorted(m["t"] for m in marks)
+    out = tmp_path / "scores.csv"
+    env.pop("SLIQ_TRACE")
+    proc = subprocess.run(cmd + ["-o", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and len(list(csv.DictReader(out.open()))) == 5

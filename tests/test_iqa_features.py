@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from sliq_cli.errors import UsageError
+from sliq_cli.iqa.batching import BatchPolicy
 from sliq_cli.iqa.features import FeatureExtractor, extract_features
 from sliq_cli.model.checkpoint import load_encoder
 
@@ -76,14 +77,6 @@ def test_a_producer_failure_reaches_the_caller(encoder, mixed, monkeypatch):
     with pytest.raises(RuntimeError, match="resize failed"):
         list(FeatureExtractor(encoder, batch_size=2).iter(mixed))
     assert not _sliq_threads()
-
-
-def test_batches_are_bounded_in_pixels(encoder):
-    """batch_size images of photo size, fewer of large ones (GPU memory follows pixels), at least one."""
-    ex = FeatureExtractor(encoder, batch_size=8)
-    assert ex._rows((384, 512)) == 8
-    assert ex._rows((1024, 1024)) == 2
-    assert ex._rows((4032, 3024)) == 1
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU refusal is what is tested")
@@ -169,47 +162,41 @@ def test_leftover_buckets_merge_at_the_end(encoder, tmp_path, example_photos):
 
 
 def test_the_first_batch_goes_early(encoder, tmp_path, example_photos):
-    """The model starts after FIRST_BATCH images, not after a full batch: the first score comes early."""
-    from sliq_cli.iqa.features import FIRST_BATCH
-
+    """The model starts after the policy's first_batch images, not after a full batch: the first score comes early."""
+    first = BatchPolicy().first_batch
     src = Image.open(example_photos[0]).convert("RGB").resize((40, 32))  # >= the trunk's stride
     paths = []
-    for i in range(FIRST_BATCH + 5):
+    for i in range(first + 5):
         src.save(tmp_path / f"im{i}.png")
         paths.append(tmp_path / f"im{i}.png")
     sizes = [n for n, _ in _batches(FeatureExtractor(encoder, batch_size=64), paths)]
-    assert sizes == [FIRST_BATCH, 5]
+    assert sizes == [first, 5]
 
 
 @pytest.mark.parametrize("new_shape_pixels, leftover_rows", [(None, 16), (0, 8)])
-def test_a_short_batch_takes_the_full_shape_already_run(encoder, tmp_path, example_photos, monkeypatch,
-                                                         new_shape_pixels, leftover_rows):
+def test_a_short_batch_takes_the_full_shape_already_run(encoder, tmp_path, example_photos, new_shape_pixels,
+                                                         leftover_rows):
     """Leftovers run in the full batch's shape (no new shape to plan) while the filler costs less than a new shape
     would; above that, they are padded to a multiple of 8 rows only."""
-    from sliq_cli.iqa import features
-
-    if new_shape_pixels is not None:
-        monkeypatch.setattr(features, "NEW_SHAPE_PIXELS", new_shape_pixels)
+    policy = BatchPolicy() if new_shape_pixels is None else BatchPolicy(new_shape_pixels=new_shape_pixels)
     src = Image.open(example_photos[0]).convert("RGB")
     paths = []
     for i in range(21):
         src.resize((40 + i % 3, 32)).save(tmp_path / f"im{i}.png")
         paths.append(tmp_path / f"im{i}.png")
-    batches = _batches(FeatureExtractor(encoder, batch_size=16, canvas=True), paths)
+    batches = _batches(FeatureExtractor(encoder, batch_size=16, canvas=True, policy=policy), paths)
     assert [n for n, _ in batches] == [16, 5]
     assert batches[0][1][0] == 16 and batches[1][1][0] == leftover_rows and batches[0][1][1:] == batches[1][1][1:]
 
 
 @pytest.mark.parametrize("per_batch, own", [(1, [False, False, True, True, True, False]),
                                              (2, [False, False, True, False, False])])
-def test_large_photos_of_a_repeated_size_run_at_their_own_size(encoder, tmp_path, example_photos, monkeypatch,
-                                                              per_batch, own):
+def test_large_photos_of_a_repeated_size_run_at_their_own_size(encoder, tmp_path, example_photos, per_batch, own):
     """Large photos (a batch holds at most two) go on canvases until their size has come often enough to repay a new
     shape, then at their own size (no canvas, no masks; a short batch of them on a canvas of their size); features
     equal one-by-one ones either way."""
-    from sliq_cli.iqa import features
-
-    monkeypatch.setattr(features, "NEW_SHAPE_PIXELS", int(2.5 * features.CANVAS_COST * 100 * 70))
+    # a batch holds one or two 70 x 100 photos: all six are large
+    policy = BatchPolicy(new_shape_pixels=int(2.5 * BatchPolicy.canvas_cost * 100 * 70), pixels_per_image=100 * 70)
     src = Image.open(example_photos[0]).convert("RGB")
     paths = []
     for i in range(5):
@@ -217,8 +204,7 @@ def test_large_photos_of_a_repeated_size_run_at_their_own_size(encoder, tmp_path
         paths.append(tmp_path / f"big{i}.png")
     src.resize((90, 60)).save(tmp_path / "other.png")  # large too, but its size comes once: a canvas
     paths.append(tmp_path / "other.png")
-    ex = FeatureExtractor(encoder, batch_size=per_batch, canvas=True)
-    ex.batch_pixels = per_batch * 100 * 70  # a batch holds one or two 70 x 100 photos: all six are large
+    ex = FeatureExtractor(encoder, batch_size=per_batch, canvas=True, policy=policy)
     layouts = []
     forward = ex._forward
     ex._forward = lambda sf, batch, layout, n: layouts.append(layout) or forward(sf, batch, layout, n)

@@ -123,7 +123,8 @@ def test_head_refuses_another_feature_spec_of_the_same_size():
 
 
 def test_fused_batchnorm_gives_the_same_features():
-    """Scoring folds EfficientNet-Lite's BatchNorms into its convolutions: same features, fused once."""
+    """Scoring folds EfficientNet-Lite's BatchNorms into its convolutions of a copy: same features, the caller's
+    encoder untouched."""
     import copy
 
     from sliq_cli.iqa.features import FeatureExtractor
@@ -133,10 +134,13 @@ def test_fused_batchnorm_gives_the_same_features():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
-    fused = copy.deepcopy(model)
-    FeatureExtractor(fused, "cpu")
-    FeatureExtractor(fused, "cpu")  # a second extractor on the same encoder: already fused, left alone
+    before = copy.deepcopy(model.state_dict())
+    fused = FeatureExtractor(model, device="cpu").encoder
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.trunk.modules())
+    assert FeatureExtractor(fused, device="cpu").encoder is not fused  # a copy of an already fused one, as it was
+    # the caller's encoder is left as it was: its BatchNorms and weights
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.trunk.modules())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     x = torch.rand(2, 3, 71, 96)
     with torch.no_grad():
         assert torch.allclose(fused.quality_features(x), model.quality_features(x), atol=1e-5)

@@ -72,25 +72,45 @@ def score(
       sliq score photos/ -r --sort -o scores.csv
       sliq score photos/ --max-side 1024  # on a CPU: big photos, fast
     """
-    from sliq_cli.api import load
     from sliq_cli.images import list_images
 
     files = list_images(paths, recursive=recursive, empty_folders=True)
     if not files:
         raise typer.BadParameter("no images found in the given paths", param_hint="PATHS")
-    if fmt is None:
-        fmt = _SUFFIX_FORMATS.get(output.suffix.lower(), Format.jsonl) if output else (
-            Format.table if stdout_is_tty() else Format.jsonl
-        )
+    fmt = fmt or _default_format(output)
     options = dict(batch_size=batch_size, workers=workers, compile=compile_, max_side=max_side)
+    metric, records = _scorer(files, model, head, device.value, explain, options)
+    failed = _write_results(records, files, fmt, sort, output, metric)
+    if metric.extractor.compiler is not None:  # --compile: what it compiled, and why the rest ran eager
+        err_console().print(metric.extractor.compiler.report(), style="dim", highlight=False)
+    if failed:
+        err_console().print(f"{len(files) - failed} of {len(files)} images scored; {failed} failed")
+        raise typer.Exit(1)
+
+
+def _default_format(output: Path | None) -> Format:
+    """The output file's suffix says it; else a table on a terminal, JSON lines in a pipe."""
+    if output:
+        return _SUFFIX_FORMATS.get(output.suffix.lower(), Format.jsonl)
+    return Format.table if stdout_is_tty() else Format.jsonl
+
+
+def _scorer(files: list[Path], model, head, device: str, explain: bool, options: dict):
+    """(the scorer, its records of `files` in completion order), with --explain's fields when asked for."""
     if explain:
         from sliq_cli.iqa.explain import explain_images
 
-        run = explain_images(files, model, head, top=EXPLAIN_TOP, device=device.value, **options)
-        metric, records = run.scorer, run.records
-    else:
-        metric = load(model, head, device.value, **options)
-        records = metric.records(files)
+        run = explain_images(files, model, head, top=EXPLAIN_TOP, device=device, **options)
+        return run.scorer, run.records
+    from sliq_cli.api import load
+
+    metric = load(model, head, device, **options)
+    return metric, metric.records(files)
+
+
+def _write_results(records, files: list[Path], fmt: Format, sort: bool, output: Path | None, metric) -> int:
+    """Writes the records as they come (JSON lines, unsorted) or all at the end, to stdout or atomically to
+    `output`; warns of each failed image. The number of failed images."""
     stream = fmt is Format.jsonl and not sort  # a pipeline sees each score as it is computed
     results, done, failed = [], 0, 0
     try:
@@ -115,11 +135,7 @@ def score(
             warn(f"stopped after {done} of {len(files)} images: {output} is unchanged; the results so far are in "
                  f"{_partial(output)}")
         raise
-    if metric.extractor.compiler is not None:  # --compile: what it compiled, and why the rest ran eager
-        err_console().print(metric.extractor.compiler.report(), style="dim", highlight=False)
-    if failed:
-        err_console().print(f"{len(files) - failed} of {len(files)} images scored; {failed} failed")
-        raise typer.Exit(1)
+    return failed
 
 
 def _partial(output: Path) -> Path:

@@ -4,11 +4,12 @@ Images are not resized to a fixed size (resizing changes perceived quality). On 
 batch. On a GPU, where every new input shape costs cuDNN plan building, images of different sizes share a batch on a
 zero canvas from a short ladder of sizes, each pooled over its own region with the features it gets alone
 (model/canvas.py), so a folder of hundreds of sizes runs at nearly the uniform-size speed; large photos (one or two
-a batch) run at their own size once their size has come often enough to repay a new shape. A producer thread reads
-files (a thread pool), decodes them (on CUDA: JPEGs on the GPU with nvJPEG, on a side stream) and assembles batches,
-while the calling thread runs the model (on CUDA: bf16 autocast, in the trunk's memory layout) with one batch in
-flight. So on a GPU, reading, decoding and the model overlap, and nothing the producer waits for (file system,
-decoder) stalls the model. A file that fails to load yields an error for that file only.
+a batch) run at their own size once their size has come often enough to repay a new shape; which images share a
+batch is iqa/batching.py's BatchPlanner. A producer thread reads files (a thread pool), decodes them (on CUDA: JPEGs on
+the GPU with nvJPEG, on a side stream) and assembles the planned batches, while the calling thread runs the model (on
+CUDA: bf16 autocast, in the trunk's memory layout; on a CPU: channels_last) with one batch in flight. So on a GPU,
+reading, decoding and the model overlap, and nothing the producer waits for (file system, decoder) stalls the model.
+A file that fails to load yields an error for that file only.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -25,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sliq_cli import trace
 from sliq_cli.background import Background
 from sliq_cli.images import ImageLoadError, is_jpeg, jpeg_size, load_image, pil_to_tensor
+from sliq_cli.iqa.batching import Batch, BatchPlanner, BatchPolicy
 from sliq_cli.iqa.compiling import CompileWhenItPays
 
 
@@ -78,41 +80,28 @@ def jpeg_size_error(data, path) -> ImageLoadError | None:
     return None
 
 
-# What one more batch shape costs on an H200 (~40-50 ms: kernels loading, the stem's cuDNN plan, eager launches), in
-# pixels of compute (bench/RESULTS.md).
-NEW_SHAPE_PIXELS = 16 * 2**20
-# A canvas already in use takes an image whose own ladder canvas is smaller by at most this many pixels (well below
-# NEW_SHAPE_PIXELS a batch); an 8 MP photo still gets its own canvas rather than a 12 MP one.
-CANVAS_REUSE_PIXELS = 512 * 512
-BATCH_PIXELS_PER_IMAGE = 512 * 512  # a batch holds at most batch_size images or batch_size x this many pixels
-# A short canvas batch is padded to a full one when its filler costs less than a new batch shape and the full shape
-# is one already run or about to be (the first batch's canvas is the folder's commonest so far); else to a multiple
-# of ROW_MULTIPLE rows: a few batch shapes, little filler.
-ROW_MULTIPLE = 8
-# Images of which a batch holds at most LARGE_ROWS are large (12 MP phone photos: one a batch); on a canvas they cost
-# about CANVAS_COST more than at their own size (padding to the ladder, masks, matrix-product 1x1 layers: 49.9 against
-# 59.5 img/s on an H200, bench/RESULTS.md).
-LARGE_ROWS = 2
-CANVAS_COST = 0.2
-FIRST_BATCH = 16  # images in the first batch, which goes at once
-
-
 class FeatureExtractor:
     """Streams (index, feature | None, error | None) for a list of image paths, in completion order."""
 
-    def __init__(self, encoder, device: str = "cpu", batch_size: int | None = None, workers: int | None = None,
+    def __init__(self, encoder, *, device: str = "cpu", batch_size: int | None = None, workers: int | None = None,
                  resize_shorter: int | None = None, compile: bool = False, max_side: int | None = None,
-                 canvas: bool | None = None):
-        """batch_size: default 64 on CUDA, 8 on a CPU. canvas: batch images of different sizes on shared canvases
-        (default: on CUDA; on a CPU the padding would cost compute and new shapes cost little)."""
+                 canvas: bool | None = None, channels_last: bool | None = None, policy: BatchPolicy | None = None):
+        """batch_size: default policy.cuda_batch_size (64) on CUDA, policy.cpu_batch_size (8) on a CPU. canvas: batch
+        images of different sizes on shared canvases (default: on CUDA; on a CPU the padding would cost compute and
+        new shapes cost little). channels_last: the trunk's memory layout (default: the trunk's preference on CUDA,
+        channels_last on a CPU, where oneDNN's depthwise and 1x1 kernels run several times faster in it). The caller's
+        encoder is left as it was: the extractor runs a fused copy."""
+        cuda = device.startswith("cuda")
+        if compile and not cuda:
+            from sliq_cli.errors import UsageError
+
+            raise UsageError("--compile needs a CUDA device (torch.compile's CPU backend needs a C++ toolchain)")
+        self.policy = policy or BatchPolicy()
         self.encoder = encoder.fuse_for_inference()
         self.resize_shorter = resize_shorter  # a dataset protocol's fixed rescale (SPAQ: shorter side 512)
         self.device = device
-        cuda = device.startswith("cuda")
-        self.batch_size = max(1, batch_size or (64 if cuda else 8))
-        # Large images batch fewer at a time: GPU memory follows pixels, not images (12 MP phone photos x 64 would
-        # need tens of GB of activations).
-        self.batch_pixels = self.batch_size * BATCH_PIXELS_PER_IMAGE
+        self.cuda = cuda
+        self.batch_size = max(1, batch_size or (self.policy.cuda_batch_size if cuda else self.policy.cpu_batch_size))
         self.canvas = cuda if canvas is None else canvas
         self.downsampling = encoder.trunk.downsampling
         # The trunk's total stride (32 for a ResNet): a smaller image leaves its last stage less than one cell, and
@@ -121,24 +110,14 @@ class FeatureExtractor:
         self.workers = workers or min(8, os.cpu_count() or 1)
         self.max_pixels = encoder.config.preprocess.max_pixels
         self.max_side = max_side  # a user's cap on the longer side (e.g. on a CPU, where full resolution is slow)
-        self.cuda = cuda
-        if compile and not self.cuda:
-            from sliq_cli.errors import UsageError
-
-            raise UsageError("--compile needs a CUDA device (torch.compile's CPU backend needs a C++ toolchain)")
         self.compile = compile
         self.compiler: CompileWhenItPays | None = None  # set by iter() under --compile
         self.shapes_run: set[tuple[int, int, int]] = set()  # (rows, H, W) of the canvas batches run so far
-        self.encoder.to(device).eval()
-        if self.cuda:
-            self.encoder.to(memory_format=self._memory_format())
-            self._warm_up()
+        self.channels_last = (encoder.trunk.channels_last if cuda else True) if channels_last is None else channels_last
+        self.device_started = not cuda  # the device's one-time start (_start_device) is paid
+        self.encoder.to(device, memory_format=self._memory_format())
 
     # -- loading (producer side) -----------------------------------------------------------------------------
-    def _rows(self, size) -> int:
-        """Images per batch at this (H, W): batch_size, fewer for large images (at most batch_pixels in all)."""
-        return max(1, min(self.batch_size, self.batch_pixels // (size[-2] * size[-1])))
-
     def _load_cpu(self, path):
         """(3, H, W) uint8 CPU tensor, or ImageLoadError."""
         try:
@@ -201,132 +180,78 @@ class FeatureExtractor:
         x = x.reshape(*t.shape[:-2], *x.shape[-2:])
         return to_uint8(x, scale=1) if t.dtype == torch.uint8 else x.clamp(0, 1)
 
+    def planner(self) -> BatchPlanner:
+        """A planner for one run under this extractor's batch size, canvas rule and policy; the batch shapes it
+        plans add to those of earlier runs (self.shapes_run)."""
+        return BatchPlanner(self.batch_size, self.downsampling, canvas=self.canvas, policy=self.policy,
+                            shapes_run=self.shapes_run)
+
     def _produce(self, paths: list) -> Generator[tuple]:
         """Run on the producer thread: yields ("error", i, reason) and ("batch", indices, (B, 3, H, W) uint8 on the
         device, CanvasLayout | None, ready event | None). Its device work runs on a side stream."""
         import torch
 
-        from sliq_cli.model.canvas import CanvasLayout, fitted_side
-
         stream = torch.cuda.Stream(self.device) if self.cuda else None
-        window = 8 * self.batch_pixels  # decoded pixels held at most, before the fullest bucket is flushed
-        buckets: OrderedDict[tuple, list] = OrderedDict()  # (H, W) of a size or a canvas -> [(index, image)]
-        canvases: set[tuple[int, int]] = set()
-        large: dict[tuple[int, int], int] = {}  # (H, W) of large images -> how many so far
-        pending = added = 0
-        flushed = False
-        # The first batch is small and goes at once, so the model starts while the rest is still being read.
-        first = min(FIRST_BATCH, self.batch_size)
-        jpegs: list = []  # (index, item) awaiting GPU decode
-
-        def flush(key) -> tuple:
-            nonlocal pending, flushed
-            opening, flushed = not flushed, True  # the first batch of the run
-            idx, tensors = zip(*buckets.pop(key))
-            pending -= sum(t.shape[-2] * t.shape[-1] for t in tensors)
-            layout = None
-            rows = self._rows(key)
-            if self.canvas and (len(idx) < rows or any(tuple(t.shape[-2:]) != key for t in tensors)):
-                full = (rows, *key)
-                if (rows - len(idx)) * key[0] * key[1] > NEW_SHAPE_PIXELS or not (opening or full in self.shapes_run):
-                    rows = min(rows, -(-len(idx) // ROW_MULTIPLE) * ROW_MULTIPLE)
-                self.shapes_run.add((rows, *key))
-                layout = CanvasLayout.fitting([t.shape[-2:] for t in tensors], self.downsampling, rows=rows,
-                                              canvas=key)
-                batch = layout.paste(tensors, self.device)  # (rows, 3, H, W) uint8
-            else:  # full, one size (a ladder side fits at offset 0): no canvas, no masks
-                batch = torch.stack([t.to(self.device, non_blocking=True) for t in tensors])  # (B, 3, H, W) uint8
-            ready = None
-            if stream is not None:
-                ready = torch.cuda.Event()
-                ready.record(stream)
-            return "batch", idx, batch, layout, ready
-
-        def canvas_for(h: int, w: int) -> tuple[int, int]:
-            own = (fitted_side(h, self.downsampling), fitted_side(w, self.downsampling))
-            larger = [c for c in canvases if c[0] >= own[0] and c[1] >= own[1]
-                      and c[0] * c[1] - own[0] * own[1] <= CANVAS_REUSE_PIXELS]
-            key = min(larger, key=lambda c: c[0] * c[1]) if larger else own
-            canvases.add(key)
-            return key
-
-        def key_for(t) -> tuple:
-            if not self.canvas:
-                return tuple(t.shape)
-            size = tuple(t.shape[-2:])
-            if self._rows(size) <= LARGE_ROWS:
-                # A large photo runs at its own size once its size has come often enough to repay a new batch shape
-                # with what the canvas costs it (padding, masks): few-size folders of phone photos.
-                large[size] = large.get(size, 0) + 1
-                if large[size] * CANVAS_COST * size[0] * size[1] > NEW_SHAPE_PIXELS:
-                    return size
-            return canvas_for(*size)
-
-        def add(i, t) -> Iterator[tuple]:
-            nonlocal pending, added
-            if reason := self.too_small(*t.shape[-2:]):
-                yield "error", i, reason
-                return
-            key = key_for(t)
-            buckets.setdefault(key, []).append((i, t))
-            pending += t.shape[-2] * t.shape[-1]
-            added += 1
-            if len(buckets[key]) >= self._rows(key):
-                yield flush(key)
-            elif pending >= window or (not flushed and added >= first):
-                yield flush(max(buckets, key=lambda k: len(buckets[k]) * k[-2] * k[-1]))
-
-        def decode_jpegs() -> Iterator[tuple]:
-            decoded = self._decode_gpu([item for _, item in jpegs])
-            done = [(i, t) for (i, _), t in zip(jpegs, decoded)]
-            jpegs.clear()
-            for i, t in done:
-                if isinstance(t, ImageLoadError):
-                    yield "error", i, t.reason
-                else:
-                    yield from add(i, self._fit(t))
-
-        def merge_leftovers() -> None:
-            """At the folder's end, a bucket joins another whose canvas holds its images and whose batch has room,
-            when that pads fewer than NEW_SHAPE_PIXELS: cheaper than one more batch shape."""
-            while True:
-                canvas_keys = [k for k in buckets if k in canvases]  # not a large photo's own size
-                for a in sorted(canvas_keys, key=lambda k: k[0] * k[1]):
-                    holders = [b for b in canvas_keys if b != a and b[0] >= a[0] and b[1] >= a[1]
-                               and len(buckets[a]) + len(buckets[b]) <= self._rows(b)
-                               and len(buckets[a]) * (b[0] * b[1] - a[0] * a[1]) <= NEW_SHAPE_PIXELS]
-                    if holders:
-                        buckets[min(holders, key=lambda k: k[0] * k[1])].extend(buckets.pop(a))
-                        break
-                else:
-                    return
-
+        planner = self.planner()
         chunk = max(1, min(16, len(paths) // (4 * self.workers)))
         chunks = [paths[k : k + chunk] for k in range(0, len(paths), chunk)]
         depth = max(2 * self.workers, 4 * self.batch_size // chunk)  # chunks read ahead: bounded memory
         with torch.cuda.stream(stream) if stream else nullcontext():  # the producer's device work
             pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sliq-images")
             try:
-                i = 0
-                for loaded_chunk in _prefetch(pool, self._load_chunk, chunks, depth=depth):
-                    for loaded in loaded_chunk:
-                        if isinstance(loaded, ImageLoadError):
-                            yield "error", i, loaded.reason
-                        elif isinstance(loaded, tuple):
-                            jpegs.append((i, loaded))
-                            if len(jpegs) >= (self.batch_size if flushed else first):
-                                yield from decode_jpegs()
-                        else:
-                            yield from add(i, self._fit(loaded))
-                        i += 1
+                jpegs: list = []  # (index, ("jpeg", path, bytes)) awaiting GPU decode
+                loaded = (item for items in _prefetch(pool, self._load_chunk, chunks, depth=depth) for item in items)
+                for i, item in enumerate(loaded):
+                    if not isinstance(item, tuple):
+                        yield from self._plan(planner, [(i, item)], stream)
+                        continue
+                    jpegs.append((i, item))
+                    # the first batch's JPEGs decode as soon as they are read, so the model starts early
+                    if len(jpegs) >= (self.batch_size if planner.started else planner.first):
+                        yield from self._plan(planner, self._decode_jpegs(jpegs), stream)
+                        jpegs = []
                 if jpegs:
-                    yield from decode_jpegs()
-                if self.canvas:
-                    merge_leftovers()
-                while buckets:
-                    yield flush(next(iter(buckets)))
+                    yield from self._plan(planner, self._decode_jpegs(jpegs), stream)
+                for batch in planner.finish():
+                    yield self._assemble(batch, stream)
             finally:  # also when the caller stops early: files not yet read are not read
                 pool.shutdown(cancel_futures=True)
+
+    def _decode_jpegs(self, jpegs: list) -> list:
+        """[(index, (3, H, W) uint8 on the device | ImageLoadError)] of [(index, ("jpeg", path, bytes))]."""
+        return [(i, t) for (i, _), t in zip(jpegs, self._decode_gpu([item for _, item in jpegs]))]
+
+    def _plan(self, planner: BatchPlanner, loaded, stream) -> Iterator[tuple]:
+        """Hands (index, (3, H, W) uint8 | ImageLoadError) pairs to the planner: yields ("error", i, reason) for the
+        images that cannot be scored and the batches they make due."""
+        for i, t in loaded:
+            if isinstance(t, ImageLoadError):
+                yield "error", i, t.reason
+                continue
+            t = self._fit(t)
+            if reason := self.too_small(*t.shape[-2:]):
+                yield "error", i, reason
+                continue
+            for batch in planner.add(i, t.shape[-2:], t):
+                yield self._assemble(batch, stream)
+
+    def _assemble(self, batch: Batch, stream) -> tuple:
+        """("batch", indices, (rows, 3, H, W) uint8 on the device, CanvasLayout | None, ready event | None)."""
+        import torch
+
+        from sliq_cli.model.canvas import CanvasLayout
+
+        layout = None
+        if batch.canvas is None:  # one size (a ladder side fits at offset 0): no canvas, no masks
+            x = torch.stack([t.to(self.device, non_blocking=True) for t in batch.images])  # (B, 3, H, W) uint8
+        else:
+            layout = CanvasLayout.fitting(batch.sizes, self.downsampling, rows=batch.rows, canvas=batch.canvas)
+            x = layout.paste(batch.images, self.device)  # (rows, 3, H, W) uint8
+        ready = None
+        if stream is not None:
+            ready = torch.cuda.Event()
+            ready.record(stream)
+        return "batch", batch.indices, x, layout, ready
 
     # -- the model (consumer side) ---------------------------------------------------------------------------
     def _forward(self, scale_features, batch, layout, n: int):
@@ -335,36 +260,33 @@ class FeatureExtractor:
         x = batch.float().div_(255.0)  # (B, 3, H, W)
         return self._run(lambda t: self.encoder.quality_features(t, layout, scale_features), x)[:n]
 
-    def _warm_up(self) -> None:
-        """What a fresh process pays once, paid while loading rather than on the first batch: torchvision's import,
-        nvJPEG's start, cuDNN's, and the loading of the kernels a canvas batch of photos runs (~2 s on an H200,
-        bench/score_mixed.py --cold)."""
+    def _start_device(self) -> None:
+        """What a fresh process pays once on CUDA before its first batch (cuDNN's and cuBLAS's start, the loading of
+        the canvas kernels: ~1-2 s on an H200), paid on tiny inputs while the producer reads and decodes the first
+        files. The folder's own batch shapes are planned when they first run, so no shape it will not use is."""
         import torch
-        from PIL import Image
 
         from sliq_cli.model.canvas import CanvasLayout
 
-        jpeg = io.BytesIO()
-        Image.new("RGB", (16, 16)).save(jpeg, format="JPEG")
-        self._decode_gpu([("jpeg", "warm-up", bytearray(jpeg.getvalue()))])
-        sizes = [(375, 500), (500, 375)]
-        layout = CanvasLayout.fitting(sizes, self.downsampling, rows=ROW_MULTIPLE)
-        photos = [torch.zeros(3, h, w, dtype=torch.uint8, device=self.device) for h, w in sizes]
+        x = torch.zeros(2, 3, 64, 64, device=self.device)  # (2, 3, 64, 64)
         with torch.inference_mode():
-            self._run(self.encoder.quality_features, torch.zeros(1, 3, 64, 64, device=self.device))
-            self._forward(self.encoder.scale_features, layout.paste(photos, self.device), layout, len(sizes))
+            self._run(self.encoder.quality_features, x)
+            if self.canvas:
+                layout = CanvasLayout.fitting([(64, 64), (48, 64)], self.downsampling)
+                self._run(lambda t: self.encoder.quality_features(t, layout), x)
         torch.cuda.synchronize(self.device)
+        self.device_started = True
 
     def _memory_format(self):
         import torch
 
-        return torch.channels_last if self.encoder.trunk.channels_last else torch.contiguous_format
+        return torch.channels_last if self.channels_last else torch.contiguous_format
 
     def _run(self, features, x):
         import torch
 
+        x = x.contiguous(memory_format=self._memory_format())
         if self.cuda:
-            x = x.contiguous(memory_format=self._memory_format())
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 return features(x)  # (B, D)
         return features(x)
@@ -394,10 +316,14 @@ class FeatureExtractor:
         self.compiler = CompileWhenItPays(self.encoder.scale_features, len(paths)) if self.compile else None
         scale_features = self.compiler or self.encoder.scale_features
         items = Background(self._produce(paths), depth=2, name="sliq-images")
+        if not self.device_started:
+            self._start_device()  # while the producer reads the first files
+        trace.mark("warm-up")
         # On a GPU, the last batch launched is read back after the next launch, so the device always has work queued
         # (at once if no next batch is waiting: the first score comes early). Its features are copied to pinned
         # memory as it finishes, so reading it back waits for it alone, not for the batch launched after it.
         in_flight = None
+        first = True  # the first batch read back is a trace mark
 
         def launch(idx, batch, layout) -> tuple:
             with torch.inference_mode():
@@ -411,11 +337,15 @@ class FeatureExtractor:
                 return idx, host, done
 
         def read_back(launched):
+            nonlocal first
             idx, feats, done = launched
             if done is not None:
                 done.synchronize()
             if self.compiler is not None:
                 self.compiler.done(len(idx))
+            if first:
+                trace.mark("first batch", images=len(idx))
+                first = False
             yield from zip(idx, feats.numpy(), [None] * len(idx))
 
         try:
@@ -453,7 +383,7 @@ def _prefetch(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, depth: in
         yield pending.popleft().result()
 
 
-def extract_features(encoder, paths, device: str = "cpu", batch_size: int | None = None,
+def extract_features(encoder, paths, *, device: str = "cpu", batch_size: int | None = None,
                      progress: Callable | None = None, workers: int | None = None, resize_shorter: int | None = None,
                      canvas: bool | None = None) -> FeatureResult:
     """Quality features of every path; failed files are listed with their reason and get NaN rows. The options are
@@ -462,8 +392,9 @@ def extract_features(encoder, paths, device: str = "cpu", batch_size: int | None
     dim = encoder.config.feature_dim
     feats = np.full((len(paths), dim), np.nan, dtype=np.float32)
     failed: dict[str, str] = {}
-    for i, f, err in FeatureExtractor(encoder, device, batch_size, workers, resize_shorter,
-                                                    canvas=canvas).iter(paths):
+    extractor = FeatureExtractor(encoder, device=device, batch_size=batch_size, workers=workers,
+                                 resize_shorter=resize_shorter, canvas=canvas)
+    for i, f, err in extractor.iter(paths):
         if err is None:
             feats[i] = f
         else:

@@ -7,19 +7,21 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from sliq_cli import trace
+
 
 class Scorer:
     """A frozen encoder and a ridge head. Build it with `Scorer.load` (or `sliq_cli.api.load`)."""
 
-    def __init__(self, encoder, head, model_dir: Path, device: str, *, batch_size: int | None = None, workers: int | None = None,
-                 compile: bool = False, max_side: int | None = None, canvas: bool | None = None):
+    def __init__(self, encoder, head, model_dir: Path, device: str, **options):
+        """options: FeatureExtractor's (batch_size, workers, compile, max_side, canvas, channels_last, policy)."""
         from sliq_cli.iqa.features import FeatureExtractor
 
-        self.encoder, self.head, self.model_dir, self.device = encoder, head, Path(model_dir), device
+        self.head, self.model_dir, self.device = head, Path(model_dir), device
         # a head fitted under a rescaling protocol (SPAQ) must see images rescaled the same way
         resize_shorter = head.meta.get("feature_spec", {}).get("resize_shorter")
-        self.extractor = FeatureExtractor(encoder, device, batch_size, workers, resize_shorter, compile, max_side,
-                                          canvas)
+        self.extractor = FeatureExtractor(encoder, device=device, resize_shorter=resize_shorter, **options)
+        self.encoder = self.extractor.encoder  # its fused copy: the same features and embedding, one copy in memory
 
     @classmethod
     def load(cls, model: str | None = None, head: str | None = None, device: str = "auto", **options) -> Scorer:
@@ -37,9 +39,17 @@ class Scorer:
         ridge = resolve_head(head, model_dir, fingerprint or encoder.fingerprint,
                              default=config.get("config", {}).get("default_head"))
         device = resolve_device(device)  # imports torch: after the checks that need none
+        trace.mark("import")
+        if device.startswith("cuda"):
+            import torch
+
+            torch.zeros(1, device=device)  # the CUDA context, apart from the model load in the trace
+        trace.mark("cuda context")
         encoder = encoder or load_encoder(model_dir, device=device)  # checks the weights match the fingerprint
         ridge.check_features(encoder.config)
-        return cls(encoder, ridge, model_dir, device, **options)
+        scorer = cls(encoder, ridge, model_dir, device, **options)
+        trace.mark("model loaded")
+        return scorer
 
     @property
     def mos_scale(self) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -109,11 +111,13 @@ class ImageEncoder(nn.Module):
         return self.projector(self.trunk_features(x))
 
     def fuse_for_inference(self) -> ImageEncoder:
-        """A frozen encoder (eval mode) with the trunk's BatchNorms folded into its convolutions where the trunk
-        supports it (EfficientNet-Lite): the same features, faster. In place; not for training or saving."""
-        if not self.training and hasattr(self.trunk, "fuse_batchnorm"):
-            self.trunk.fuse_batchnorm()
-        return self
+        """A frozen copy (eval mode) with the trunk's BatchNorms folded into its convolutions where the trunk
+        supports it (EfficientNet-Lite): the same features, faster; not for training or saving. This encoder is left
+        as it was (a fine-tuning run scores its encoder mid-training)."""
+        fused = copy.deepcopy(self).eval()
+        if hasattr(fused.trunk, "fuse_batchnorm"):
+            fused.trunk.fuse_batchnorm()
+        return fused
 
     @torch.no_grad()
     def quality_features(self, x: torch.Tensor, layout=None, scale_features=None) -> torch.Tensor:

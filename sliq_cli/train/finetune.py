@@ -23,7 +23,6 @@ finished model folder is renamed to OUT, so OUT is either complete or absent:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -187,10 +186,10 @@ def ranking_loss(pred: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 def features_of(encoder, paths: list[Path], device: str, batch_size: int | None) -> np.ndarray:
     """Whole-image quality features as `sliq score` computes them (sliq_cli.iqa.features: mixed sizes, bf16 autocast
-    on CUDA), from a copy of `encoder` (the extractor folds its BatchNorms in place). (N, D) float32."""
+    on CUDA); `encoder` is left as it is (the extractor runs a fused copy). (N, D) float32."""
     from sliq_cli.iqa.features import extract_features
 
-    result = extract_features(copy.deepcopy(encoder).eval(), paths, device=device, batch_size=batch_size)
+    result = extract_features(encoder, paths, device=device, batch_size=batch_size)
     if result.failed:
         path, reason = next(iter(result.failed.items()))
         raise InputError(path, reason)
