@@ -56,6 +56,17 @@ def score(
         typer.Option("--explain", help="Add `sliq explain`'s fields: the 3 nearest distortion descriptions and the "
                                        "appearance attributes (needs the model's text tower)."),
     ] = False,
+    ray: Annotated[
+        bool,
+        typer.Option("--ray", help="Score on a Ray cluster (needs the ray extra): decode in Ray tasks, one model per "
+                                   "GPU (or CPU) in an actor pool. A local cluster unless --ray-address."),
+    ] = False,
+    ray_address: Annotated[
+        Optional[str],
+        typer.Option("--ray-address", help="With --ray: join this cluster, 'auto' (the one `ray start --head` "
+                                           "started here) or ray://HOST:PORT. A separate option because an option "
+                                           "cannot both stand alone and take a value."),
+    ] = None,
 ):
     """Score images with a frozen SLIQUE encoder and a ridge head.
 
@@ -83,7 +94,16 @@ def score(
             Format.table if stdout_is_tty() else Format.jsonl
         )
     options = dict(batch_size=batch_size, workers=workers, compile=compile_, max_side=max_side)
-    if explain:
+    if ray_address and not ray:
+        raise typer.BadParameter("needs --ray", param_hint="--ray-address")
+    if ray:
+        if compile_ or explain:
+            raise typer.BadParameter("not with --ray", param_hint="--compile" if compile_ else "--explain")
+        from sliq_cli.iqa.ray_score import score_records
+
+        run = score_records(files, model, head, ray_address, device.value, batch_size=batch_size, max_side=max_side)
+        metric, records = run.scorer, run.records
+    elif explain:
         from sliq_cli.iqa.explain import explain_images
 
         run = explain_images(files, model, head, top=EXPLAIN_TOP, device=device.value, **options)
@@ -115,7 +135,7 @@ def score(
             warn(f"stopped after {done} of {len(files)} images: {output} is unchanged; the results so far are in "
                  f"{_partial(output)}")
         raise
-    if metric.extractor.compiler is not None:  # --compile: what it compiled, and why the rest ran eager
+    if compile_ and metric.extractor.compiler is not None:  # --compile: what it compiled, and why the rest ran eager
         err_console().print(metric.extractor.compiler.report(), style="dim", highlight=False)
     if failed:
         err_console().print(f"{len(files) - failed} of {len(files)} images scored; {failed} failed")
