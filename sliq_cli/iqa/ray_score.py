@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -111,7 +112,8 @@ def ray_cluster(address: str | None = None):
         return
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        with _ctrl_c_deferred():  # a Ctrl-C inside ray.init would leave its half-started processes running
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = context.print_on_execution_start = False  # sliq draws its own, on stderr
         yield ray
@@ -119,6 +121,23 @@ def ray_cluster(address: str | None = None):
         ray.shutdown()
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+@contextmanager
+def _ctrl_c_deferred():
+    """SIGINT held back until the block ends, then raised as KeyboardInterrupt (main thread only: elsewhere Python
+    delivers no signal anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def score_records(files: list, model: str | None = None, head: str | None = None, address: str | None = None,
