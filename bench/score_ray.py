@@ -2,8 +2,8 @@
 
     python bench/score_ray.py ../shared/data/photos [--n 500] [--max-side N] [--json out.json]
 
-Three runs of the same command on the first N photos (sorted paths), each a fresh process timed whole (start-up,
-model load, scoring): plain `sliq score`, `--ray` (starts and stops a local cluster of this machine's CPUs), and
+Runs of the same command on the first N photos (sorted paths), each a fresh process timed whole (start-up, model
+load, scoring): plain `sliq score` (before and after the others; the faster counts), `--ray` (starts and stops a local cluster of this machine's CPUs), and
 `--ray --ray-address auto` on a cluster `ray start --head` started beforehand (how a cluster is joined; its start is
 not timed). Then: the largest score difference against the plain run, the bytes that cross the object store (the
 model's parts once per actor; per image, a path and a score without GPUs, else the decoded H x W x 3 array), the
@@ -56,7 +56,8 @@ def main() -> None:
     extra = ["--max-side", str(args.max_side)] if args.max_side else []
     print(f"machine: {describe()}; {len(files)} photos from {args.photos}", flush=True)
 
-    local_s, local = run(files, *extra)
+    load = [os.getloadavg()[0]]
+    first_s, local = run(files, *extra)
     ray_s, remote = run(files, *extra, "--ray")
     subprocess.run([sys.executable, "-c", RAY_CLI, "start", "--head", "--include-dashboard=false",
                     "--node-ip-address=127.0.0.1"], check=True, capture_output=True)
@@ -64,6 +65,9 @@ def main() -> None:
         joined_s, joined = run(files, *extra, "--ray", "--ray-address", "auto")
     finally:
         subprocess.run([sys.executable, "-c", RAY_CLI, "stop"], check=True, capture_output=True)
+    last_s, _ = run(files, *extra)  # plain again: the machine is shared, so its load may have changed meanwhile
+    local_s = min(first_s, last_s)  # overheads against the faster plain run
+    load.append(os.getloadavg()[0])
     diff = max(abs(scores[p] - local[p]) for scores in (remote, joined) for p in local if local[p] is not None)
 
     parts = load_parts()
@@ -78,8 +82,8 @@ def main() -> None:
     cpus = os.cpu_count() or 1
 
     result = {
-        "machine": machine(), "photos": len(files), "max_side": args.max_side,
-        "local_s": local_s, "ray_local_cluster_s": ray_s, "ray_joined_s": joined_s,
+        "machine": machine(), "photos": len(files), "max_side": args.max_side, "load_average": load,
+        "local_s": [first_s, last_s], "ray_local_cluster_s": ray_s, "ray_joined_s": joined_s,
         "local_img_s": len(files) / local_s, "ray_local_cluster_img_s": len(files) / ray_s,
         "ray_joined_img_s": len(files) / joined_s,
         "overhead_local_cluster": ray_s / local_s - 1, "overhead_joined": joined_s / local_s - 1,
@@ -88,7 +92,9 @@ def main() -> None:
         "model_parts_bytes": model_bytes + head_bytes, "decoded_bytes_per_image": array_bytes,
         "file_bytes_per_image": file_bytes, "decode_img_s_per_core": decode_rate,
     }
-    print(f"plain sliq score:             {local_s:6.1f} s  {result['local_img_s']:6.1f} img/s")
+    print(f"load average (1 min) before and after: {load[0]:.1f}, {load[1]:.1f}")
+    print(f"plain sliq score:             {local_s:6.1f} s  {result['local_img_s']:6.1f} img/s  "
+          f"(the faster of {first_s:.1f} s before and {last_s:.1f} s after the Ray runs)")
     print(f"--ray (local cluster):        {ray_s:6.1f} s  {result['ray_local_cluster_img_s']:6.1f} img/s  "
           f"overhead {100 * result['overhead_local_cluster']:+.0f} %")
     print(f"--ray --ray-address auto:     {joined_s:6.1f} s  {result['ray_joined_img_s']:6.1f} img/s  "

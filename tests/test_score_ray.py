@@ -4,7 +4,6 @@ starts once and stops: the same records as a local run, per-file errors, a worke
 from __future__ import annotations
 
 import csv
-import math
 import os
 import signal
 import subprocess
@@ -90,16 +89,18 @@ def test_ray_writes_sorted_csv_like_a_local_run(photos, tiny_encoder_dir, tmp_pa
     _assert_same(_by_path(remote), _by_path(local))
 
 
-def test_ray_scorer_in_a_ray_data_pipeline(photos, tiny_encoder_dir):
-    from sliq_cli.api import RayScorer, load, ray_parts
+def test_the_readme_ray_data_block_scores_as_a_local_run(monkeypatch):
+    from sliq_cli.api import load
 
-    paths = sorted(str(p) for p in photos.iterdir())
-    ds = ray.data.from_items([{"path": p} for p in paths])
-    rows = ds.map_batches(RayScorer, fn_constructor_kwargs={"parts": ray_parts(str(tiny_encoder_dir))},
-                          compute=ray.data.ActorPoolStrategy(size=1), batch_size=4).take_all()
-    want = _by_path(load(str(tiny_encoder_dir), device="cpu").records(paths))
-    got = {r["path"]: {"score": None if math.isnan(r["score"]) else r["score"], "error": r["error"]} for r in rows}
-    _assert_same(got, want)
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("```python\nimport ray")
+    block = text[start + len("```python\n"):text.index("```\n", start + 10)]
+    monkeypatch.chdir(REPO)  # its paths are the checkout's examples/
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    rows = namespace["rows"]
+    want = _by_path(load(device="cpu").records(sorted((REPO / "examples").glob("*.jpg"))))
+    _assert_same({r["path"]: {"score": r["score"], "error": r["error"]} for r in rows}, want)
 
 
 def _map_workers():

@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def decode_batch(batch: dict, max_pixels: int | None = None, max_side: int | None = None) -> dict:
@@ -158,12 +159,18 @@ def _stream(files, parts, info, address, device, batch_size, max_side) -> Iterat
 
     with ray_cluster(address) as ray:
         gpus = int(ray.cluster_resources().get("GPU", 0)) if device != "cpu" else 0
+        if device.startswith("cuda") and not gpus:
+            from sliq_cli.errors import UsageError
+
+            raise UsageError("--device cuda was asked for, but the Ray cluster has no GPU")
         batch = batch_size or (64 if gpus else 8)
         blocks = max(1, -(-len(files) // batch))
         actors = min(blocks, gpus or max(1, int(ray.cluster_resources().get("CPU", 1))))
         ref = ray.put(parts)
         max_pixels = EncoderConfig.from_dict(parts["config"]["config"]).preprocess.max_pixels
-        ds = ray.data.from_items([{"path": str(p)} for p in files], override_num_blocks=blocks)
+        absolute = [str(Path(p).absolute()) for p in files]  # workers may run in another directory
+        given = dict(zip(absolute, map(str, files)))
+        ds = ray.data.from_items([{"path": p} for p in absolute], override_num_blocks=blocks)
         if gpus:  # CPU tasks decode while the GPUs score; on CPUs alone the actors decode their own batches
             ds = ds.map_batches(decode_batch, batch_size=batch, num_cpus=1,
                                 fn_kwargs={"max_pixels": max_pixels, "max_side": max_side})
@@ -172,7 +179,8 @@ def _stream(files, parts, info, address, device, batch_size, max_side) -> Iterat
                                                    "batch_size": batch_size, "max_side": max_side},
                             num_cpus=1, num_gpus=1 if gpus else 0)  # Ray Data restarts dead actors, retries
         for row in ds.iter_rows():
+            path = given[row["path"]]
             if row["error"] is not None:
-                yield {"path": row["path"], "score": None, "error": row["error"]}
+                yield {"path": path, "score": None, "error": row["error"]}
             else:
-                yield info.record(row["path"], float(row["score"]))
+                yield info.record(path, float(row["score"]))
