@@ -20,6 +20,8 @@ from sliq_cli.cli.app import app
 from .conftest import REPO, jsonl_records
 
 ray = pytest.importorskip("ray")
+# Ray Data's DataContext warns about its own deprecated fields when it is created; nothing here sets them
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
 
 runner = CliRunner()
 
