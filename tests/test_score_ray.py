@@ -91,6 +91,19 @@ def test_ray_writes_sorted_csv_like_a_local_run(photos, tiny_encoder_dir, tmp_pa
     _assert_same(_by_path(remote), _by_path(local))
 
 
+def test_ray_explains_as_a_local_run(tmp_path, example_photos):
+    for p in example_photos[:2]:
+        Image.open(p).resize((160, 96)).save(tmp_path / p.name)
+    args = [tmp_path, "-m", REPO / "weights", "--explain", "-f", "jsonl"]  # the checkout's model has its text tower
+    local, remote = _score(args), _score([*args, "--ray"])
+    assert local.exit_code == remote.exit_code == 0
+    want, got = _by_path(jsonl_records(local.stdout)), _by_path(jsonl_records(remote.stdout))
+    _assert_same(got, want)
+    for path, w in want.items():
+        assert [d["text"] for d in got[path]["descriptions"]] == [d["text"] for d in w["descriptions"]]
+        assert got[path]["appearance"] == w["appearance"] and got[path]["crop"] == w["crop"]
+
+
 def test_the_readme_ray_data_block_scores_as_a_local_run(monkeypatch):
     from sliq_cli.api import load
 
@@ -116,7 +129,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_repeats_nothing(tmp_path, exa
     from sliq_cli.iqa.ray_score import score_records
 
     files = []
-    for k in range(24):
+    for k in range(16):
         src = example_photos[k % len(example_photos)]
         files.append(tmp_path / f"{k:02d}_{src.name}")
         Image.open(src).save(files[-1])

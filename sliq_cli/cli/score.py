@@ -97,11 +97,12 @@ def score(
     if ray_address and not ray:
         raise typer.BadParameter("needs --ray", param_hint="--ray-address")
     if ray:
-        if compile_ or explain:
-            raise typer.BadParameter("not with --ray", param_hint="--compile" if compile_ else "--explain")
+        if compile_:
+            raise typer.BadParameter("not with --ray", param_hint="--compile")
         from sliq_cli.iqa.ray_score import score_records
 
-        run = score_records(files, model, head, ray_address, device.value, batch_size=batch_size, max_side=max_side)
+        run = score_records(files, model, head, ray_address, device.value, batch_size=batch_size, max_side=max_side,
+                            top=EXPLAIN_TOP if explain else 0)
         metric, records = run.scorer, run.records
     elif explain:
         from sliq_cli.iqa.explain import explain_images

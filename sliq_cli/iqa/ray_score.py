@@ -53,10 +53,14 @@ class RayScorer:
                        compute=ray.data.ActorPoolStrategy(size=4), num_gpus=1)
     """
 
-    def __init__(self, parts, device: str = "auto", batch_size: int | None = None, max_side: int | None = None):
+    def __init__(self, parts, device: str = "auto", batch_size: int | None = None, max_side: int | None = None,
+                 top: int = 0):
+        """top: with parts that hold the text tower (load_parts(..., explain=True)), add `sliq explain`'s fields for
+        the `top` nearest descriptions, as a JSON string in "explanation"."""
         import ray
         import torch
 
+        from sliq_cli.iqa.explain import Explainer
         from sliq_cli.iqa.score import Scorer
 
         if isinstance(parts, ray.ObjectRef):
@@ -65,6 +69,10 @@ class RayScorer:
             # An actor holds the CPUs Ray gave it, not the machine's: more threads would fight the other actors.
             torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
         self.scorer = Scorer.from_parts(parts, device, batch_size=batch_size, max_side=max_side, canvas=False)
+        self.top, self.explainer = top, None
+        if top:
+            self.folder = _model_folder(parts)  # removed with the actor
+            self.explainer = Explainer(self.scorer.encoder, self.folder.name, self.scorer.device)
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
@@ -80,16 +88,59 @@ class RayScorer:
                 scores[i] = score
             else:
                 errors[i] = error
-        return {"path": batch["path"], "score": scores, "error": errors}
+        out = {"path": batch["path"], "score": scores, "error": errors}
+        if self.explainer is not None:
+            out["explanation"] = [None if errors[i] else self._explain(path, errors, i)
+                                  for i, path in enumerate(batch["path"])]
+        return out
+
+    def _explain(self, path: str, errors: list, i: int) -> str | None:
+        """`sliq explain`'s fields of one scored file as JSON, from its working image (as explain_images reads it);
+        a file that fails to load that way gets its error instead."""
+        import json
+
+        import numpy as np
+
+        from sliq_cli.images import ImageLoadError
+        from sliq_cli.tadac.database import load_work_pil
+
+        try:
+            rgb = np.asarray(load_work_pil(path), dtype=np.float32) / 255.0  # (h, w, 3)
+        except ImageLoadError as e:
+            errors[i] = e.reason
+            return None
+        return json.dumps(self.explainer.describe(rgb, self.top))
 
 
-def ray_parts(model: str | None = None, head: str | None = None):
-    """An ObjectRef to what RayScorer actors build their model from: the state dict, config and head, put once."""
+def _model_folder(parts: dict):
+    """The model folder rebuilt from `parts` in a temporary directory on this worker (config.json, the weights as
+    safetensors, text/): the Explainer reads its text tower, and an interpolated model's text-aligned trunk, from
+    files."""
+    import json
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    from sliq_cli.model.checkpoint import WEIGHTS
+
+    folder = tempfile.TemporaryDirectory(prefix="sliq-model-")
+    root = Path(folder.name)
+    (root / "config.json").write_text(json.dumps(parts["config"]), encoding="utf-8")
+    save_file(parts["state"], str(root / WEIGHTS))
+    for name, data in parts["text"].items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return folder
+
+
+def ray_parts(model: str | None = None, head: str | None = None, explain: bool = False):
+    """An ObjectRef to what RayScorer actors build their model from: the state dict, config and head (with
+    `explain`, the text tower's files too), put once."""
     import ray
 
     from sliq_cli.iqa.score import load_parts
 
-    return ray.put(load_parts(model, head))
+    return ray.put(load_parts(model, head, explain))
 
 
 @dataclass
@@ -142,19 +193,22 @@ def _ctrl_c_deferred():
 
 
 def score_records(files: list, model: str | None = None, head: str | None = None, address: str | None = None,
-                  device: str = "auto", batch_size: int | None = None, max_side: int | None = None) -> RayRun:
+                  device: str = "auto", batch_size: int | None = None, max_side: int | None = None,
+                  top: int = 0) -> RayRun:
     """`sliq score --ray`: model and head resolved here (a wrong `--head` fails before Ray starts), then records as
     Scorer.records yields them, in completion order, from an actor pool of one model per GPU (per CPU without
     GPUs). `device` "auto" uses the cluster's GPUs when it has any."""
     from sliq_cli.iqa.head import RidgeHead
     from sliq_cli.iqa.score import HeadRecords, load_parts
 
-    parts = load_parts(model, head)
+    parts = load_parts(model, head, explain=bool(top))
     info = HeadRecords(RidgeHead(**parts["head"]), parts["source"], parts["fingerprint"], "ray")
-    return RayRun(info, _stream(files, parts, info, address, device, batch_size, max_side))
+    return RayRun(info, _stream(files, parts, info, address, device, batch_size, max_side, top))
 
 
-def _stream(files, parts, info, address, device, batch_size, max_side) -> Iterator[dict]:
+def _stream(files, parts, info, address, device, batch_size, max_side, top) -> Iterator[dict]:
+    import json
+
     from sliq_cli.model.config import EncoderConfig
 
     with ray_cluster(address) as ray:
@@ -176,11 +230,11 @@ def _stream(files, parts, info, address, device, batch_size, max_side) -> Iterat
                                 fn_kwargs={"max_pixels": max_pixels, "max_side": max_side})
         ds = ds.map_batches(RayScorer, batch_size=batch, compute=ray.data.ActorPoolStrategy(size=actors),
                             fn_constructor_kwargs={"parts": ref, "device": "cuda" if gpus else "cpu",
-                                                   "batch_size": batch_size, "max_side": max_side},
+                                                   "batch_size": batch_size, "max_side": max_side, "top": top},
                             num_cpus=1, num_gpus=1 if gpus else 0)  # Ray Data restarts dead actors, retries
         for row in ds.iter_rows():
             path = given[row["path"]]
             if row["error"] is not None:
                 yield {"path": path, "score": None, "error": row["error"]}
             else:
-                yield info.record(path, float(row["score"]))
+                yield {**info.record(path, float(row["score"])), **json.loads(row.get("explanation") or "{}")}

@@ -54,20 +54,26 @@ def _resolve_head(head: str | None, model_dir, config: dict, fingerprint: str):
     return resolve_head(head, model_dir, fingerprint, default=config.get("config", {}).get("default_head"))
 
 
-def load_parts(model: str | None = None, head: str | None = None) -> dict:
+def load_parts(model: str | None = None, head: str | None = None, explain: bool = False) -> dict:
     """What a worker without the model's files needs to build its Scorer (Scorer.from_parts): config.json's dict,
-    the encoder's state dict (CPU tensors) and the head's arrays and metadata; plain data for Ray's object store."""
+    the encoder's state dict (CPU tensors) and the head's arrays and metadata; plain data for Ray's object store.
+    With `explain`, also the text tower's files as bytes ({"text/NAME": bytes}; NoTextTowerError without one)."""
     import dataclasses
 
+    from sliq_cli.iqa.explain import text_dir
     from sliq_cli.model.checkpoint import build_encoder, load_state_dict
 
     model_dir, config, ridge = resolve_parts(model, head)
+    text = text_dir(model_dir) if explain else None  # the missing-tower error before any weights load
     state = load_state_dict(model_dir)
     encoder = build_encoder(config, state, model_dir)  # checks the weights against the fingerprint, here, once
     ridge = ridge or _resolve_head(head, model_dir, config, encoder.fingerprint)
     ridge.check_features(encoder.config)
-    return {"source": str(model_dir), "config": config, "fingerprint": encoder.fingerprint, "state": state,
-            "head": dataclasses.asdict(ridge)}
+    parts = {"source": str(model_dir), "config": config, "fingerprint": encoder.fingerprint, "state": state,
+             "head": dataclasses.asdict(ridge)}
+    if text is not None:
+        parts["text"] = {f"{text.name}/{f.name}": f.read_bytes() for f in sorted(text.iterdir()) if f.is_file()}
+    return parts
 
 
 class Scorer(HeadRecords):
