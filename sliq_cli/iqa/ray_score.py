@@ -198,9 +198,14 @@ def score_records(files: list, model: str | None = None, head: str | None = None
     """`sliq score --ray`: model and head resolved here (a wrong `--head` fails before Ray starts), then records as
     Scorer.records yields them, in completion order, from an actor pool of one model per GPU (per CPU without
     GPUs). `device` "auto" uses the cluster's GPUs when it has any."""
+    from importlib.util import find_spec
+
+    from sliq_cli.errors import UsageError
     from sliq_cli.iqa.head import RidgeHead
     from sliq_cli.iqa.score import HeadRecords, load_parts
 
+    if find_spec("ray") is None:  # before the model loads
+        raise UsageError("--ray needs Ray Data: pip install 'sliq-iqa[ray]'")
     parts = load_parts(model, head, explain=bool(top))
     info = HeadRecords(RidgeHead(**parts["head"]), parts["source"], parts["fingerprint"], "ray")
     return RayRun(info, _stream(files, parts, info, address, device, batch_size, max_side, top))
@@ -209,13 +214,12 @@ def score_records(files: list, model: str | None = None, head: str | None = None
 def _stream(files, parts, info, address, device, batch_size, max_side, top) -> Iterator[dict]:
     import json
 
+    from sliq_cli.errors import UsageError
     from sliq_cli.model.config import EncoderConfig
 
     with ray_cluster(address) as ray:
         gpus = int(ray.cluster_resources().get("GPU", 0)) if device != "cpu" else 0
         if device.startswith("cuda") and not gpus:
-            from sliq_cli.errors import UsageError
-
             raise UsageError("--device cuda was asked for, but the Ray cluster has no GPU")
         batch = batch_size or (64 if gpus else 8)
         blocks = max(1, -(-len(files) // batch))
