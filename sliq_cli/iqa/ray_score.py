@@ -46,7 +46,8 @@ def decode_batch(batch: dict, max_pixels: int | None = None, max_side: int | Non
 class RayScorer:
     """A scorer for Ray Data's `map_batches`: one model an actor, built from `parts` (`ray_parts()` or `load_parts`)
     in the object store. A batch holds "path" and either "image" ((H, W, 3) uint8 arrays, as `decode_batch` or
-    `ray.data.read_images(..., include_paths=True)` give) or nothing more (the actor reads the files). It comes back
+    `ray.data.read_images(..., mode="RGB", include_paths=True)` give) or nothing more (the actor reads the files, as
+    `sliq score` does: EXIF rotation, size caps). It comes back
     as {"path", "score" (NaN for a failure), "error" (None, or why)}.
 
         ds.map_batches(RayScorer, fn_constructor_kwargs={"parts": ray_parts()}, batch_size=16,
