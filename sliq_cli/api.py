@@ -8,15 +8,17 @@
     metric.score(torch.rand(4, 3, 384, 512)) # a (B, 3, H, W) or (3, H, W) float tensor in [0, 1], or a PIL image
     for rec in metric.records(paths): ...    # the dicts `sliq score` prints, in completion order
     explain(["photo.jpg"], top=3)            # `sliq explain`'s records: score, nearest descriptions, appearance
+    ds.map_batches(RayScorer, fn_constructor_kwargs={"parts": ray_parts()}, ...)  # Ray Data (the ray extra)
 
 `sliq score` itself runs on this (sliq_cli.iqa.score.Scorer), so both give the same scores.
 """
 
 from __future__ import annotations
 
+from sliq_cli.iqa.ray_score import RayScorer, ray_parts
 from sliq_cli.iqa.score import Scorer as Metric
 
-__all__ = ["Metric", "explain", "load"]
+__all__ = ["Metric", "RayScorer", "explain", "load", "ray_parts"]
 
 
 def load(model: str | None = None, head: str | None = None, device: str = "auto", *, batch_size: int | None = None,

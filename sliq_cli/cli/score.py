@@ -56,6 +56,17 @@ def score(
         typer.Option("--explain", help="Add `sliq explain`'s fields: the 3 nearest distortion descriptions and the "
                                        "appearance attributes (needs the model's text tower)."),
     ] = False,
+    ray: Annotated[
+        bool,
+        typer.Option("--ray", help="Score on a Ray cluster (needs the ray extra): decode in Ray tasks, one model per "
+                                   "GPU (or CPU) in an actor pool. A local cluster unless --ray-address."),
+    ] = False,
+    ray_address: Annotated[
+        Optional[str],
+        typer.Option("--ray-address", help="With --ray: join this cluster, 'auto' (the one `ray start --head` "
+                                           "started here) or ray://HOST:PORT. A separate option because an option "
+                                           "cannot both stand alone and take a value."),
+    ] = None,
 ):
     """Score images with a frozen SLIQUE encoder and a ridge head.
 
@@ -79,9 +90,13 @@ def score(
         raise typer.BadParameter("no images found in the given paths", param_hint="PATHS")
     fmt = fmt or _default_format(output)
     options = dict(batch_size=batch_size, workers=workers, compile=compile_, max_side=max_side)
-    metric, records = _scorer(files, model, head, device.value, explain, options)
+    if ray_address and not ray:
+        raise typer.BadParameter("needs --ray", param_hint="--ray-address")
+    if ray and compile_:
+        raise typer.BadParameter("not with --ray", param_hint="--compile")
+    metric, records = _scorer(files, model, head, device.value, explain, options, ray, ray_address)
     failed = _write_results(records, files, fmt, sort, output, metric)
-    if metric.extractor.compiler is not None:  # --compile: what it compiled, and why the rest ran eager
+    if compile_ and metric.extractor.compiler is not None:  # --compile: what it compiled, and why the rest ran eager
         err_console().print(metric.extractor.compiler.report(), style="dim", highlight=False)
     if failed:
         err_console().print(f"{len(files) - failed} of {len(files)} images scored; {failed} failed")
@@ -95,8 +110,16 @@ def _default_format(output: Path | None) -> Format:
     return Format.table if stdout_is_tty() else Format.jsonl
 
 
-def _scorer(files: list[Path], model, head, device: str, explain: bool, options: dict):
-    """(the scorer, its records of `files` in completion order), with --explain's fields when asked for."""
+def _scorer(files: list[Path], model, head, device: str, explain: bool, options: dict, ray: bool,
+            ray_address: str | None):
+    """(the scorer, its records of `files` in completion order), with --explain's fields when asked for; on a Ray
+    cluster with --ray."""
+    if ray:
+        from sliq_cli.iqa.ray_score import score_records
+
+        run = score_records(files, model, head, ray_address, device, batch_size=options["batch_size"],
+                            max_side=options["max_side"], top=EXPLAIN_TOP if explain else 0)
+        return run.scorer, run.records
     if explain:
         from sliq_cli.iqa.explain import explain_images
 

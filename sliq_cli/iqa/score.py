@@ -10,14 +10,82 @@ from typing import Iterable, Iterator
 from sliq_cli import trace
 
 
-class Scorer:
+class HeadRecords:
+    """What scores mean and the records that carry them, from a head alone: a Scorer's, and that of a Ray run's
+    driver, which holds no encoder (iqa/ray_score.py)."""
+
+    def __init__(self, head, model_dir, fingerprint: str, device: str):
+        self.head, self.model_dir, self.fingerprint, self.device = head, Path(model_dir), fingerprint, device
+
+    @property
+    def mos_scale(self) -> dict:
+        """The head's MOS scale: {"min", "max", "higher_is_better"} of the scores it was fitted on."""
+        return self.head.mos_scale
+
+    def info(self) -> dict:
+        """What scores mean, as `sliq score --format json` puts above its results."""
+        return {"model": str(self.model_dir), "encoder_fingerprint": self.fingerprint, "head": self.head.name,
+                "dataset": self.head.meta.get("dataset"), "mos_scale": self.mos_scale}
+
+    def record(self, path, score: float) -> dict:
+        """{"path", "score"}, plus "out_of_range": true when the score lies outside the head's MOS range (an
+        extrapolation; the raw score is kept, never clamped)."""
+        rec = {"path": str(path), "score": score}
+        lo, hi = self.mos_scale.get("min"), self.mos_scale.get("max")
+        if lo is not None and hi is not None and not lo <= score <= hi:
+            rec["out_of_range"] = True
+        return rec
+
+
+def resolve_parts(model: str | None, head: str | None):
+    """(model folder, config.json, head) for `--model` and `--head`, with no tensor of the encoder read: the head is
+    found from config.json's fingerprint, so a wrong `--head` fails before the weights load. Old configs without a
+    fingerprint give (folder, config, None): the head needs the loaded encoder's."""
+    from sliq_cli.loading import find_model
+    from sliq_cli.model.checkpoint import read_config
+
+    model_dir = find_model(model)
+    config = read_config(model_dir)
+    fingerprint = config.get("fingerprint")
+    return model_dir, config, _resolve_head(head, model_dir, config, fingerprint) if fingerprint else None
+
+
+def _resolve_head(head: str | None, model_dir, config: dict, fingerprint: str):
+    from sliq_cli.iqa.head import resolve_head
+
+    return resolve_head(head, model_dir, fingerprint, default=config.get("config", {}).get("default_head"))
+
+
+def load_parts(model: str | None = None, head: str | None = None, explain: bool = False) -> dict:
+    """What a worker without the model's files needs to build its Scorer (Scorer.from_parts): config.json's dict,
+    the encoder's state dict (CPU tensors) and the head's arrays and metadata; plain data for Ray's object store.
+    With `explain`, also the text tower's files as bytes ({"text/NAME": bytes}; NoTextTowerError without one)."""
+    import dataclasses
+
+    from sliq_cli.iqa.explain import text_dir
+    from sliq_cli.model.checkpoint import build_encoder, load_state_dict
+
+    model_dir, config, ridge = resolve_parts(model, head)
+    text = text_dir(model_dir) if explain else None  # the missing-tower error before any weights load
+    state = load_state_dict(model_dir)
+    encoder = build_encoder(config, state, model_dir)  # checks the weights against the fingerprint, here, once
+    ridge = ridge or _resolve_head(head, model_dir, config, encoder.fingerprint)
+    ridge.check_features(encoder.config)
+    parts = {"source": str(model_dir), "config": config, "fingerprint": encoder.fingerprint, "state": state,
+             "head": dataclasses.asdict(ridge)}
+    if text is not None:
+        parts["text"] = {f"{text.name}/{f.name}": f.read_bytes() for f in sorted(text.iterdir()) if f.is_file()}
+    return parts
+
+
+class Scorer(HeadRecords):
     """A frozen encoder and a ridge head. Build it with `Scorer.load` (or `sliq_cli.api.load`)."""
 
     def __init__(self, encoder, head, model_dir: Path, device: str, **options):
         """options: FeatureExtractor's (batch_size, workers, compile, max_side, canvas, channels_last, policy)."""
         from sliq_cli.iqa.features import FeatureExtractor
 
-        self.head, self.model_dir, self.device = head, Path(model_dir), device
+        super().__init__(head, model_dir, encoder.fingerprint, device)
         # a head fitted under a rescaling protocol (SPAQ) must see images rescaled the same way
         resize_shorter = head.meta.get("feature_spec", {}).get("resize_shorter")
         self.extractor = FeatureExtractor(encoder, device=device, resize_shorter=resize_shorter, **options)
@@ -28,16 +96,11 @@ class Scorer:
         """Resolve the model and the head, then load the weights. The head is found from config.json's fingerprint
         before any tensor is read, so a wrong `--head` fails at once instead of after the model has loaded."""
         from sliq_cli.iqa.features import resolve_device
-        from sliq_cli.iqa.head import resolve_head
-        from sliq_cli.model.checkpoint import load_encoder, read_config
-        from sliq_cli.loading import find_model
+        from sliq_cli.model.checkpoint import load_encoder
 
-        model_dir = find_model(model)
-        config = read_config(model_dir)
-        fingerprint = config.get("fingerprint")
-        encoder = None if fingerprint else load_encoder(model_dir, device=resolve_device(device))  # an old config
-        ridge = resolve_head(head, model_dir, fingerprint or encoder.fingerprint,
-                             default=config.get("config", {}).get("default_head"))
+        model_dir, config, ridge = resolve_parts(model, head)
+        encoder = None if ridge else load_encoder(model_dir, device=resolve_device(device))  # an old config
+        ridge = ridge or _resolve_head(head, model_dir, config, encoder.fingerprint)
         device = resolve_device(device)  # imports torch: after the checks that need none
         trace.mark("import")
         if device.startswith("cuda"):
@@ -51,24 +114,16 @@ class Scorer:
         trace.mark("model loaded")
         return scorer
 
-    @property
-    def mos_scale(self) -> dict:
-        """The head's MOS scale: {"min", "max", "higher_is_better"} of the scores it was fitted on."""
-        return self.head.mos_scale
+    @classmethod
+    def from_parts(cls, parts: dict, device: str = "auto", **options) -> Scorer:
+        """The Scorer that `load_parts` describes, built from memory (a Ray worker): no file of the model is read."""
+        from sliq_cli.iqa.features import resolve_device
+        from sliq_cli.iqa.head import RidgeHead
+        from sliq_cli.model.checkpoint import build_encoder
 
-    def info(self) -> dict:
-        """What scores mean, as `sliq score --format json` puts above its results."""
-        return {"model": str(self.model_dir), "encoder_fingerprint": self.encoder.fingerprint, "head": self.head.name,
-                "dataset": self.head.meta.get("dataset"), "mos_scale": self.mos_scale}
-
-    def record(self, path, score: float) -> dict:
-        """{"path", "score"}, plus "out_of_range": true when the score lies outside the head's MOS range (an
-        extrapolation; the raw score is kept, never clamped)."""
-        rec = {"path": str(path), "score": score}
-        lo, hi = self.mos_scale.get("min"), self.mos_scale.get("max")
-        if lo is not None and hi is not None and not lo <= score <= hi:
-            rec["out_of_range"] = True
-        return rec
+        device = resolve_device(device)
+        encoder = build_encoder(parts["config"], parts["state"], parts["source"], device)
+        return cls(encoder, RidgeHead(**parts["head"]), Path(parts["source"]), device, **options)
 
     def records(self, paths: Iterable) -> Iterator[dict]:
         """JSON-ready results, one per path, in completion order (equal image sizes batch together):
@@ -79,6 +134,30 @@ class Scorer:
                 yield {"path": str(paths[i]), "score": None, "error": err}
             else:
                 yield self.record(paths[i], float(self.head.predict(feat[None])[0]))
+
+    def score_decoded(self, images: list) -> list[tuple[float | None, str | None]]:
+        """(score, None) or (None, reason) for each decoded (H, W, 3) uint8 image, in order: as a CPU run scores
+        files (equal sizes batched, at most the extractor's batch and pixel budget at a time), for images decoded
+        elsewhere (Ray tasks). The extractor's size rules apply (max_pixels, --max-side, the head's rescale)."""
+        import numpy as np
+        import torch
+
+        from sliq_cli.iqa.batching import BatchPlanner
+
+        ex = self.extractor
+        planner = BatchPlanner(ex.batch_size, ex.downsampling, canvas=False, policy=ex.policy)
+        out: list = [None] * len(images)
+        batches = []
+        for i, img in enumerate(images):
+            if reason := ex.too_small(*img.shape[:2]):
+                out[i] = (None, reason)
+            else:
+                batches += planner.add(i, img.shape[:2], img)
+        for batch in batches + planner.finish():
+            x = torch.from_numpy(np.stack(batch.images)).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
+            for i, s in zip(batch.indices, self.head.predict(ex.features(x.float().div_(255.0)))):
+                out[i] = (float(s), None)
+        return out
 
     def score(self, x):
         """Scores on the head's MOS scale. x: a path, a PIL image or a (3, H, W) float tensor in [0, 1] -> float;

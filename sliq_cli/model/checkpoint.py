@@ -171,26 +171,31 @@ def load_state_dict(model_dir) -> dict:
 def load_encoder(model_dir, device: str = "cpu"):
     """Load a scoring checkpoint as an ImageEncoder in eval mode (float32), with its `.fingerprint`, `.source` (the
     folder) and `.meta` (config.json) set."""
+    model_dir = Path(model_dir)
+    return build_encoder(read_config(model_dir), load_state_dict(model_dir), model_dir, device)
+
+
+def build_encoder(meta: dict, state: dict, source, device: str = "cpu"):
+    """An ImageEncoder from config.json's dict and its state dict, checked as load_encoder checks a folder: what a
+    worker that has no copy of the folder builds from what reached it in memory (iqa/ray_score.py). `source`: the
+    folder the parts came from, named in errors and kept as `.source`."""
     from sliq_cli.model.config import EncoderConfig
     from sliq_cli.model.encoder import ImageEncoder
 
-    model_dir = Path(model_dir)
-    meta = read_config(model_dir)
     try:
         config = EncoderConfig.from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{model_dir / 'config.json'}: bad encoder config ({e})") from None
-    state = load_state_dict(model_dir)
+        raise CheckpointError(f"{Path(source) / 'config.json'}: bad encoder config ({e})") from None
     fp = fingerprint(state)
     if meta.get("fingerprint") and meta["fingerprint"] != fp:
-        raise CheckpointError(f"{model_dir}: weights do not match the fingerprint in config.json (corrupted or edited)")
+        raise CheckpointError(f"{source}: weights do not match the fingerprint in config.json (corrupted or edited)")
     model = ImageEncoder(config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(
-            f"{model_dir}: weights do not fit the config (missing: {missing[:3]}, unexpected: {unexpected[:3]})"
+            f"{source}: weights do not fit the config (missing: {missing[:3]}, unexpected: {unexpected[:3]})"
         )
     model.fingerprint = fp
-    model.source = str(model_dir)
+    model.source = str(source)
     model.meta = meta
     return model.to(device).eval()

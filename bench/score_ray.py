@@ -1,0 +1,119 @@
+"""`sliq score --ray` against plain `sliq score`: images/s, overhead, scores, and what crosses the object store.
+
+    python bench/score_ray.py ../shared/data/photos [--n 500] [--max-side N] [--json out.json]
+
+Runs of the same command on the first N photos (sorted paths), each a fresh process timed whole (start-up, model
+load, scoring): plain `sliq score` (before and after the others; the faster counts), `--ray` (starts and stops a local cluster of this machine's CPUs), and
+`--ray --ray-address auto` on a cluster `ray start --head` started beforehand (how a cluster is joined; its start is
+not timed). Then: the largest score difference against the plain run, the bytes that cross the object store (the
+model's parts once per actor; per image, a path and a score without GPUs, else the decoded H x W x 3 array), the
+decode rate of one CPU core (decode_batch), and a scaling estimate for N GPU actors from those numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, machine  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RAY_CLI = "from ray.scripts.scripts import main; main()"  # the `ray` command, run by this interpreter
+
+
+def run(files: list[Path], *extra: str) -> tuple[float, dict[str, float]]:
+    """(wall seconds, path -> score) of `sliq score FILES... -f jsonl EXTRA` in a fresh process."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "sliq_cli", "score", *map(str, files), "-f", "jsonl", *extra],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    wall = time.perf_counter() - t
+    return wall, {r["path"]: r["score"] for r in map(json.loads, out.splitlines())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("photos", type=Path)
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--max-side", type=int)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    import numpy as np
+
+    from sliq_cli.images import list_images
+    from sliq_cli.iqa.ray_score import decode_batch
+    from sliq_cli.iqa.score import load_parts
+    from sliq_cli.model.config import EncoderConfig
+
+    files = list_images([str(args.photos)], recursive=True)[: args.n]
+    extra = ["--max-side", str(args.max_side)] if args.max_side else []
+    print(f"machine: {describe()}; {len(files)} photos from {args.photos}", flush=True)
+
+    load = [os.getloadavg()[0]]
+    first_s, local = run(files, *extra)
+    ray_s, remote = run(files, *extra, "--ray")
+    subprocess.run([sys.executable, "-c", RAY_CLI, "start", "--head", "--include-dashboard=false",
+                    "--node-ip-address=127.0.0.1"], check=True, capture_output=True)
+    try:
+        joined_s, joined = run(files, *extra, "--ray", "--ray-address", "auto")
+    finally:
+        subprocess.run([sys.executable, "-c", RAY_CLI, "stop"], check=True, capture_output=True)
+    last_s, _ = run(files, *extra)  # plain again: the machine is shared, so its load may have changed meanwhile
+    local_s = min(first_s, last_s)  # overheads against the faster plain run
+    load.append(os.getloadavg()[0])
+    diff = max(abs(scores[p] - local[p]) for scores in (remote, joined) for p in local if local[p] is not None)
+
+    parts = load_parts()
+    model_bytes = sum(t.numel() * t.element_size() for t in parts["state"].values())
+    head_bytes = sum(v.nbytes for v in parts["head"].values() if isinstance(v, np.ndarray))
+    max_pixels = EncoderConfig.from_dict(parts["config"]["config"]).preprocess.max_pixels
+    t = time.perf_counter()
+    decoded = decode_batch({"path": [str(f) for f in files]}, max_pixels, args.max_side)
+    decode_rate = len(files) / (time.perf_counter() - t)
+    array_bytes = float(np.mean([im.nbytes for im in decoded["image"]]))
+    file_bytes = float(np.mean([f.stat().st_size for f in files]))
+    cpus = os.cpu_count() or 1
+
+    result = {
+        "machine": machine(), "photos": len(files), "max_side": args.max_side, "load_average": load,
+        "local_s": [first_s, last_s], "ray_local_cluster_s": ray_s, "ray_joined_s": joined_s,
+        "local_img_s": len(files) / local_s, "ray_local_cluster_img_s": len(files) / ray_s,
+        "ray_joined_img_s": len(files) / joined_s,
+        "overhead_local_cluster": ray_s / local_s - 1, "overhead_joined": joined_s / local_s - 1,
+        "max_abs_score_diff": diff,
+        "per_cpu_actor_img_s": len(files) / joined_s / cpus,
+        "model_parts_bytes": model_bytes + head_bytes, "decoded_bytes_per_image": array_bytes,
+        "file_bytes_per_image": file_bytes, "decode_img_s_per_core": decode_rate,
+    }
+    print(f"load average (1 min) before and after: {load[0]:.1f}, {load[1]:.1f}")
+    print(f"plain sliq score:             {local_s:6.1f} s  {result['local_img_s']:6.1f} img/s  "
+          f"(the faster of {first_s:.1f} s before and {last_s:.1f} s after the Ray runs)")
+    print(f"--ray (local cluster):        {ray_s:6.1f} s  {result['ray_local_cluster_img_s']:6.1f} img/s  "
+          f"overhead {100 * result['overhead_local_cluster']:+.0f} %")
+    print(f"--ray --ray-address auto:     {joined_s:6.1f} s  {result['ray_joined_img_s']:6.1f} img/s  "
+          f"overhead {100 * result['overhead_joined']:+.0f} %")
+    print(f"largest score difference against plain: {diff:.2g}")
+    print(f"object store: model parts {model_bytes / 1e6:.1f} MB + head {head_bytes / 1e3:.0f} kB once per actor; "
+          f"per image without GPUs a path and a score; with GPU actors the decoded array, {array_bytes / 1e3:.0f} kB "
+          f"a photo here (the file: {file_bytes / 1e3:.0f} kB)")
+    print(f"decode (decode_batch, one core): {decode_rate:.0f} img/s")
+    # N GPU actors at R img/s each need N x R / decode_rate CPU cores for decode tasks and N x R x array bytes/s of
+    # object-store transfer; R is a GPU's rate, not measured here (no GPU; see bench/RESULTS.md).
+    for rate in (100, 300):
+        cores = rate / decode_rate
+        print(f"scaling, an actor at {rate} img/s: per GPU {cores:.1f} decode cores and "
+              f"{rate * array_bytes / 1e6:.0f} MB/s of decoded arrays; 8 GPUs: {8 * rate} img/s with "
+              f"{8 * cores:.0f} cores, {8 * rate * array_bytes / 1e9:.2f} GB/s")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""`sliq score --ray`: the scoring engine on a Ray cluster, through Ray Data.
+
+The driver lists the files (as a local run does: the same per-path errors), resolves model and head, and puts the
+encoder's state dict, config and head arrays into the object store once (`load_parts`): workers need no copy of the
+model folder. The image files must be readable by the workers at the paths given (one machine, or a shared file
+system). Ray Data streams the paths through `decode_batch`, which reads and decodes files in CPU tasks (`load_image`,
+the same decode as a local run: EXIF rotation, size caps, per-file errors), and `RayScorer` actors, one
+model each (a GPU each, or one CPU each), score equal-size images together. Records stream back to the driver in
+completion order. A worker that dies is restarted and its batch retried (Ray Data's actor pool: max_restarts and
+max_task_retries -1 by default), and a batch's rows come back only once it is done, so no image is lost and none is
+scored twice.
+
+On a cluster without GPUs there is no separate decode stage: the actors, which hold every CPU, decode their own
+batches (decode tasks would wait for a CPU no actor gives up), so only paths and scores cross the object store.
+With GPU actors, decoded arrays (H x W x 3 bytes an image) go from the CPU tasks to the actors.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def decode_batch(batch: dict, max_pixels: int | None = None, max_side: int | None = None) -> dict:
+    """Ray Data batch {"path"} -> {"path", "image": (H, W, 3) uint8, "error": reason | None}: a local run's decode."""
+    import numpy as np
+
+    from sliq_cli.images import ImageLoadError, load_image
+
+    images, errors = [], []
+    for path in batch["path"]:
+        try:
+            images.append(np.asarray(load_image(path, max_pixels, max_side), dtype=np.uint8))
+            errors.append(None)
+        except ImageLoadError as e:
+            images.append(np.zeros((0, 0, 3), dtype=np.uint8))  # a column holds one kind of value
+            errors.append(e.reason)
+    return {"path": batch["path"], "image": images, "error": errors}
+
+
+class RayScorer:
+    """A scorer for Ray Data's `map_batches`: one model an actor, built from `parts` (`ray_parts()` or `load_parts`)
+    in the object store. A batch holds "path" and either "image" ((H, W, 3) uint8 arrays, as `decode_batch` or
+    `ray.data.read_images(..., mode="RGB", include_paths=True)` give) or nothing more (the actor reads the files, as
+    `sliq score` does: EXIF rotation, size caps). It comes back
+    as {"path", "score" (NaN for a failure), "error" (None, or why)}.
+
+        ds.map_batches(RayScorer, fn_constructor_kwargs={"parts": ray_parts()}, batch_size=16,
+                       compute=ray.data.ActorPoolStrategy(size=4), num_gpus=1)
+    """
+
+    def __init__(self, parts, device: str = "auto", batch_size: int | None = None, max_side: int | None = None,
+                 top: int = 0):
+        """top: with parts that hold the text tower (load_parts(..., explain=True)), add `sliq explain`'s fields for
+        the `top` nearest descriptions, as a JSON string in "explanation"."""
+        import ray
+        import torch
+
+        from sliq_cli.iqa.explain import Explainer
+        from sliq_cli.iqa.score import Scorer
+
+        if isinstance(parts, ray.ObjectRef):
+            parts = ray.get(parts)
+        if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+            # An actor holds the CPUs Ray gave it, not the machine's: more threads would fight the other actors.
+            torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+        self.scorer = Scorer.from_parts(parts, device, batch_size=batch_size, max_side=max_side, canvas=False)
+        self.top, self.explainer = top, None
+        if top:
+            self.folder = _model_folder(parts)  # removed with the actor
+            self.explainer = Explainer(self.scorer.encoder, self.folder.name, self.scorer.device)
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        if "image" not in batch:
+            ex = self.scorer.extractor
+            batch = decode_batch(batch, ex.max_pixels, ex.max_side)
+        errors = list(batch.get("error", [None] * len(batch["path"])))
+        todo = [i for i, e in enumerate(errors) if e is None]
+        scores = np.full(len(errors), np.nan)
+        for i, (score, error) in zip(todo, self.scorer.score_decoded([batch["image"][i] for i in todo])):
+            if error is None:
+                scores[i] = score
+            else:
+                errors[i] = error
+        out = {"path": batch["path"], "score": scores, "error": errors}
+        if self.explainer is not None:
+            out["explanation"] = [None if errors[i] else self._explain(path, errors, i)
+                                  for i, path in enumerate(batch["path"])]
+        return out
+
+    def _explain(self, path: str, errors: list, i: int) -> str | None:
+        """`sliq explain`'s fields of one scored file as JSON, from its working image (as explain_images reads it);
+        a file that fails to load that way gets its error instead."""
+        import json
+
+        import numpy as np
+
+        from sliq_cli.images import ImageLoadError
+        from sliq_cli.tadac.database import load_work_pil
+
+        try:
+            rgb = np.asarray(load_work_pil(path), dtype=np.float32) / 255.0  # (h, w, 3)
+        except ImageLoadError as e:
+            errors[i] = e.reason
+            return None
+        return json.dumps(self.explainer.describe(rgb, self.top))
+
+
+def _model_folder(parts: dict):
+    """The model folder rebuilt from `parts` in a temporary directory on this worker (config.json, the weights as
+    safetensors, text/): the Explainer reads its text tower, and an interpolated model's text-aligned trunk, from
+    files."""
+    import json
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    from sliq_cli.model.checkpoint import WEIGHTS
+
+    folder = tempfile.TemporaryDirectory(prefix="sliq-model-")
+    root = Path(folder.name)
+    (root / "config.json").write_text(json.dumps(parts["config"]), encoding="utf-8")
+    save_file(parts["state"], str(root / WEIGHTS))
+    for name, data in parts["text"].items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return folder
+
+
+def ray_parts(model: str | None = None, head: str | None = None, explain: bool = False):
+    """An ObjectRef to what RayScorer actors build their model from: the state dict, config and head (with
+    `explain`, the text tower's files too), put once."""
+    import ray
+
+    from sliq_cli.iqa.score import load_parts
+
+    return ray.put(load_parts(model, head, explain))
+
+
+@dataclass
+class RayRun:
+    """What scores mean (`scorer`: the head's records and info, no encoder) and the records, streamed."""
+
+    scorer: object  # sliq_cli.iqa.score.HeadRecords
+    records: Iterator[dict]
+
+
+@contextmanager
+def ray_cluster(address: str | None = None):
+    """Ray, started for this run (address None: a local cluster, shut down at the end) or joined ("auto",
+    "ray://HOST:PORT"). A Ray already initialised in this process is used as it is. The signal handlers ray.init
+    sets are put back at the end, so Ctrl-C keeps meaning what it meant before."""
+    import ray
+    import ray.data
+
+    if ray.is_initialized():
+        yield ray
+        return
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with _ctrl_c_deferred():  # a Ctrl-C inside ray.init would leave its half-started processes running
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = context.print_on_execution_start = False  # sliq draws its own, on stderr
+        yield ray
+    finally:
+        ray.shutdown()
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def _ctrl_c_deferred():
+    """SIGINT held back until the block ends, then raised as KeyboardInterrupt (main thread only: elsewhere Python
+    delivers no signal anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def score_records(files: list, model: str | None = None, head: str | None = None, address: str | None = None,
+                  device: str = "auto", batch_size: int | None = None, max_side: int | None = None,
+                  top: int = 0) -> RayRun:
+    """`sliq score --ray`: model and head resolved here (a wrong `--head` fails before Ray starts), then records as
+    Scorer.records yields them, in completion order, from an actor pool of one model per GPU (per CPU without
+    GPUs). `device` "auto" uses the cluster's GPUs when it has any."""
+    from importlib.util import find_spec
+
+    from sliq_cli.errors import UsageError
+    from sliq_cli.iqa.head import RidgeHead
+    from sliq_cli.iqa.score import HeadRecords, load_parts
+
+    if find_spec("ray") is None:  # before the model loads
+        raise UsageError("--ray needs Ray Data: pip install 'sliq-iqa[ray]'")
+    parts = load_parts(model, head, explain=bool(top))
+    info = HeadRecords(RidgeHead(**parts["head"]), parts["source"], parts["fingerprint"], "ray")
+    return RayRun(info, _stream(files, parts, info, address, device, batch_size, max_side, top))
+
+
+def _stream(files, parts, info, address, device, batch_size, max_side, top) -> Iterator[dict]:
+    import json
+
+    from sliq_cli.errors import UsageError
+    from sliq_cli.model.config import EncoderConfig
+
+    with ray_cluster(address) as ray:
+        gpus = int(ray.cluster_resources().get("GPU", 0)) if device != "cpu" else 0
+        if device.startswith("cuda") and not gpus:
+            raise UsageError("--device cuda was asked for, but the Ray cluster has no GPU")
+        batch = batch_size or (64 if gpus else 8)
+        blocks = max(1, -(-len(files) // batch))
+        actors = min(blocks, gpus or max(1, int(ray.cluster_resources().get("CPU", 1))))
+        ref = ray.put(parts)
+        max_pixels = EncoderConfig.from_dict(parts["config"]["config"]).preprocess.max_pixels
+        absolute = [str(Path(p).absolute()) for p in files]  # workers may run in another directory
+        given = dict(zip(absolute, map(str, files)))
+        ds = ray.data.from_items([{"path": p} for p in absolute], override_num_blocks=blocks)
+        if gpus:  # CPU tasks decode while the GPUs score; on CPUs alone the actors decode their own batches
+            ds = ds.map_batches(decode_batch, batch_size=batch, num_cpus=1,
+                                fn_kwargs={"max_pixels": max_pixels, "max_side": max_side})
+        ds = ds.map_batches(RayScorer, batch_size=batch, compute=ray.data.ActorPoolStrategy(size=actors),
+                            fn_constructor_kwargs={"parts": ref, "device": "cuda" if gpus else "cpu",
+                                                   "batch_size": batch_size, "max_side": max_side, "top": top},
+                            num_cpus=1, num_gpus=1 if gpus else 0)  # Ray Data restarts dead actors, retries
+        for row in ds.iter_rows():
+            path = given[row["path"]]
+            if row["error"] is not None:
+                yield {"path": path, "score": None, "error": row["error"]}
+            else:
+                yield {**info.record(path, float(row["score"])), **json.loads(row.get("explanation") or "{}")}

@@ -1,0 +1,165 @@
+"""`sliq score --ray` and the RayScorer API on a local 2-CPU Ray cluster (loopback, no dashboard) that this module
+starts once and stops: the same records as a local run, per-file errors, a worker killed mid-run, Ctrl-C."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from sliq_cli.cli.app import app
+
+from .conftest import REPO, jsonl_records
+
+ray = pytest.importorskip("ray")
+# Ray Data's DataContext warns about its own deprecated fields when it is created; nothing here sets them
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    import ray.data
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+@pytest.fixture()
+def photos(tmp_path, example_photos):
+    """Example photos in two sizes (so batches group by size), and a broken JPEG among them."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    for k, p in enumerate(example_photos):
+        Image.open(p).resize((96, 64) if k % 2 else (80, 80)).save(d / p.name)
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return d
+
+
+def _score(args):
+    return runner.invoke(app, ["score", *map(str, args)])
+
+
+def _by_path(records):
+    return {r["path"]: r for r in records}
+
+
+def _assert_same(got: dict, want: dict):
+    assert got.keys() == want.keys()
+    for path, w in want.items():
+        g = got[path]
+        assert (g.get("error") is None) == (w.get("error") is None), path
+        if w.get("error") is None:  # float32 features summed in another order (threads, batches): ~1e-7 relative
+            assert float(g["score"]) == pytest.approx(float(w["score"]), rel=1e-6, abs=1e-5), path
+        else:
+            assert g["error"] == w["error"]
+
+
+def test_ray_gives_the_local_records_and_reports_a_broken_file(photos, tiny_encoder_dir):
+    local = _score([photos, "-m", tiny_encoder_dir, "-f", "jsonl"])
+    remote = _score([photos, "-m", tiny_encoder_dir, "-f", "jsonl", "--ray"])
+    assert local.exit_code == remote.exit_code == 1  # one broken file: its error, every other score
+    got, want = _by_path(jsonl_records(remote.stdout)), _by_path(jsonl_records(local.stdout))
+    _assert_same(got, want)
+    assert "corrupt" in got[str(photos / "broken.jpg")]["error"]
+    assert sum(r["score"] is not None for r in got.values()) == len(got) - 1
+    assert "broken.jpg" in remote.stderr
+
+
+def test_ray_writes_sorted_csv_like_a_local_run(photos, tiny_encoder_dir, tmp_path):
+    outs = {}
+    for name, extra in (("local", []), ("ray", ["--ray"])):
+        outs[name] = tmp_path / f"{name}.csv"
+        r = _score([photos, "-m", tiny_encoder_dir, "--sort", "-o", outs[name], *extra])
+        assert r.exit_code == 1
+    local, remote = (list(csv.DictReader(outs[n].open())) for n in ("local", "ray"))
+    assert [r["path"] for r in remote] == [r["path"] for r in local]  # --sort: best first, the failure last
+    _assert_same(_by_path(remote), _by_path(local))
+
+
+def test_ray_explains_as_a_local_run(tmp_path, example_photos):
+    for p in example_photos[:2]:
+        Image.open(p).resize((160, 96)).save(tmp_path / p.name)
+    args = [tmp_path, "-m", REPO / "weights", "--explain", "-f", "jsonl"]  # the checkout's model has its text tower
+    local, remote = _score(args), _score([*args, "--ray"])
+    assert local.exit_code == remote.exit_code == 0
+    want, got = _by_path(jsonl_records(local.stdout)), _by_path(jsonl_records(remote.stdout))
+    _assert_same(got, want)
+    for path, w in want.items():
+        assert [d["text"] for d in got[path]["descriptions"]] == [d["text"] for d in w["descriptions"]]
+        assert got[path]["appearance"] == w["appearance"] and got[path]["crop"] == w["crop"]
+
+
+def test_the_readme_ray_data_block_scores_as_a_local_run(monkeypatch):
+    from sliq_cli.api import load
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("```python\nimport ray")
+    block = text[start + len("```python\n"):text.index("```\n", start + 10)]
+    monkeypatch.chdir(REPO)  # its paths are the checkout's examples/
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    rows = namespace["rows"]
+    want = _by_path(load(device="cpu").records(sorted((REPO / "examples").glob("*.jpg"))))
+    _assert_same({r["path"]: {"score": r["score"], "error": r["error"]} for r in rows}, want)
+
+
+def _map_workers():
+    from ray._private.state import actors  # the GCS's actor table: works without the dashboard that list_actors needs
+
+    return [a for a in actors().values() if "MapWorker" in a["ActorClassName"]]
+
+
+def test_a_worker_killed_mid_run_loses_nothing_and_repeats_nothing(tmp_path, example_photos, tiny_encoder_dir):
+    from sliq_cli.api import load
+    from sliq_cli.iqa.ray_score import score_records
+
+    files = []
+    for k in range(16):
+        src = example_photos[k % len(example_photos)]
+        files.append(tmp_path / f"{k:02d}_{src.name}")
+        Image.open(src).save(files[-1])
+    records = score_records(files, str(tiny_encoder_dir), batch_size=2).records
+    got = [next(records)]
+    victim = next(a for a in _map_workers() if a["State"] == "ALIVE")
+    os.kill(victim["Pid"], signal.SIGKILL)
+    got += list(records)
+    assert sorted(r["path"] for r in got) == sorted(map(str, files))  # each once
+    assert any(a["NumRestarts"] > 0 for a in _map_workers())  # the kill landed on a worker that had to restart
+    _assert_same(_by_path(got), _by_path(load(str(tiny_encoder_dir), device="cpu").records(files)))
+
+
+def test_ctrl_c_leaves_the_output_file_intact(tmp_path, example_photos, tiny_encoder_dir):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for k in range(40):
+        Image.open(example_photos[k % len(example_photos)]).save(folder / f"{k:02d}.png")
+    out = tmp_path / "out.csv"
+    out.write_text("yesterday's results\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "sliq_cli", "score", str(folder), "-m", str(tiny_encoder_dir),
+                             "--ray", "-o", str(out)], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.csv.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # the temporary output exists: the model is loaded and Ray is starting
+    time.sleep(3)
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert out.read_text() == "yesterday's results\n", stderr
+    assert not list(tmp_path.glob(".out.csv.*")), stderr  # no temporary file left behind
