@@ -56,6 +56,23 @@ def test_batched_equals_one_by_one_and_keeps_order(encoder, mixed, canvas):
     assert not _sliq_threads()
 
 
+@pytest.mark.parametrize("canvas", [False, True])
+def test_decoded_images_get_the_features_of_their_files(encoder, mixed, canvas):
+    """What a Ray actor scores (arrays decoded in another task) gets what the files get, canvases or not; a too-small
+    image is an error of its own index."""
+    good = [p for i, p in enumerate(mixed) if i != 4]
+    files = {i: f for i, f, _ in FeatureExtractor(encoder, batch_size=4, canvas=canvas).iter(good)}
+    arrays = [np.asarray(Image.open(p).convert("RGB")) for p in good] + [np.zeros((8, 40, 3), np.uint8)]
+    got = list(FeatureExtractor(encoder, batch_size=4, canvas=canvas).decoded(arrays))
+    assert sorted(i for i, _, _ in got) == list(range(len(arrays)))
+    for i, feat, err in got:
+        if i == len(good):
+            assert feat is None and "too small" in err
+        else:
+            assert err is None
+            np.testing.assert_allclose(feat, files[i], rtol=1e-4, atol=1e-5)
+
+
 def test_each_index_exactly_once(encoder, mixed):
     seen = [i for i, _, _ in FeatureExtractor(encoder, batch_size=2, workers=3).iter(mixed)]
     assert sorted(seen) == list(range(len(mixed)))

@@ -309,6 +309,27 @@ class FeatureExtractor:
         with torch.inference_mode():
             return self._run(self.encoder.quality_features, x).float().cpu().numpy()
 
+    def decoded(self, images: list) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
+        """iter()'s (index, features, error) for images decoded elsewhere (Ray tasks): (H, W, 3) uint8 arrays, under
+        the same size rules, batching (canvases on CUDA) and precision as files get. All are planned first: the
+        caller hands over one batch's worth at a time."""
+        import torch
+
+        planner, batches = self.planner(), []
+        for i, img in enumerate(images):
+            t = self._fit(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1))  # (3, H, W) uint8
+            if reason := self.too_small(*t.shape[-2:]):
+                yield i, None, reason
+            else:
+                batches += planner.add(i, t.shape[-2:], t)
+        if not self.device_started:
+            self._start_device()
+        with torch.inference_mode():
+            for batch in batches + planner.finish():
+                _, idx, x, layout, _ = self._assemble(batch, None)
+                feats = self._forward(self.encoder.scale_features, x, layout, len(idx)).float().cpu().numpy()  # (n, D)
+                yield from zip(idx, feats, [None] * len(idx))
+
     def iter(self, paths: list) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
         import torch
 

@@ -69,7 +69,7 @@ class RayScorer:
         if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
             # An actor holds the CPUs Ray gave it, not the machine's: more threads would fight the other actors.
             torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-        self.scorer = Scorer.from_parts(parts, device, batch_size=batch_size, max_side=max_side, canvas=False)
+        self.scorer = Scorer.from_parts(parts, device, batch_size=batch_size, max_side=max_side)
         self.top, self.explainer = top, None
         if top:
             self.folder = _model_folder(parts)  # removed with the actor

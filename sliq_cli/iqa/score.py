@@ -136,27 +136,11 @@ class Scorer(HeadRecords):
                 yield self.record(paths[i], float(self.head.predict(feat[None])[0]))
 
     def score_decoded(self, images: list) -> list[tuple[float | None, str | None]]:
-        """(score, None) or (None, reason) for each decoded (H, W, 3) uint8 image, in order: as a CPU run scores
-        files (equal sizes batched, at most the extractor's batch and pixel budget at a time), for images decoded
-        elsewhere (Ray tasks). The extractor's size rules apply (max_pixels, --max-side, the head's rescale)."""
-        import numpy as np
-        import torch
-
-        from sliq_cli.iqa.batching import BatchPlanner
-
-        ex = self.extractor
-        planner = BatchPlanner(ex.batch_size, ex.downsampling, canvas=False, policy=ex.policy)
+        """(score, None) or (None, reason) for each decoded (H, W, 3) uint8 image, in order, for images decoded
+        elsewhere (Ray tasks): batched as files are (FeatureExtractor.decoded)."""
         out: list = [None] * len(images)
-        batches = []
-        for i, img in enumerate(images):
-            if reason := ex.too_small(*img.shape[:2]):
-                out[i] = (None, reason)
-            else:
-                batches += planner.add(i, img.shape[:2], img)
-        for batch in batches + planner.finish():
-            x = torch.from_numpy(np.stack(batch.images)).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
-            for i, s in zip(batch.indices, self.head.predict(ex.features(x.float().div_(255.0)))):
-                out[i] = (float(s), None)
+        for i, feat, err in self.extractor.decoded(images):
+            out[i] = (None, err) if err is not None else (float(self.head.predict(feat[None])[0]), None)
         return out
 
     def score(self, x):
