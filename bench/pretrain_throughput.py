@@ -63,7 +63,7 @@ def full_step(db: str, batch: int, steps: int, warmup: int, compile_: bool, work
         if compile_:
             torch._dynamo.maybe_mark_dynamic(batch_.tokens, 1)  # as sliq pretrain does
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            emb, txt = forward(batch_.images.contiguous(memory_format=torch.channels_last), batch_.tokens)
+            emb, txt, _ = forward(batch_.images.contiguous(memory_format=torch.channels_last), batch_.tokens)
         out = loss_fn(emb[:batch], txt, emb[batch : 2 * batch], emb[2 * batch :], batch_.text_ids, batch_.text_mask)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()

@@ -39,7 +39,7 @@ def _batch():
 def _step(net, images, tokens, ids, rank, world):
     loss_fn = SliqueLoss(rank=rank, world_size=world)
     n = images.shape[1]
-    emb, txt = net(images.reshape(3 * n, 3, P, P), tokens)
+    emb, txt, _ = net(images.reshape(3 * n, 3, P, P), tokens)
     out = loss_fn(emb[:n], txt, emb[n : 2 * n], emb[2 * n :], ids)
     out["loss"].backward()
     return out["loss"].detach()

@@ -52,6 +52,12 @@ class PretrainConfig:
     # encoder's weights exported to RUN/export-ema (train/ema.py). 0: off, the paper's recipe.
     benign_prob: float = 0.0
     ema_decay: float = 0.0
+    # RankIQA beside the paper's two losses (issue #24): L += rank_weight * margin ranking of `rank_ladders` ladders a
+    # step (one photo, one distortion, its five levels; train/data.py LadderMaker), scored by a linear probe of the
+    # quality features the ridge head reads (train/loss.py LadderRankLoss). 0: off, the paper's recipe.
+    rank_weight: float = 0.0
+    rank_ladders: int = 16
+    rank_margin: float = 1.0
     group_size: int = 8
     crop_size: int = 224
     max_resident_gb: float = 16.0
@@ -91,6 +97,10 @@ class PretrainConfig:
             (0.0 <= self.half_scale_prob <= 1.0, "half_scale_prob must be in [0, 1]"),
             (0.0 <= self.benign_prob <= 1.0, "--benign-prob must be in [0, 1]"),
             (0.0 <= self.ema_decay < 1.0, "--ema-decay must be in [0, 1) (0: no EMA)"),
+            (self.rank_weight >= 0, "--rank-weight must be >= 0 (0: no ranking loss)"),
+            (self.rank_ladders >= self.gpus, f"--rank-ladders must be at least --gpus ({self.gpus}): each process "
+                                            "ranks its own ladders"),
+            (self.rank_margin > 0, "--rank-margin must be positive"),
             (self.trunk_lr_scale >= 0, "--trunk-lr-scale must be >= 0"),
             (self.grad_clip is None or self.grad_clip > 0, "--grad-clip must be positive"),
             (0.0 <= self.alpha <= 1.0, "--alpha must be in [0, 1]"),

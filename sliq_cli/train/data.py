@@ -19,6 +19,9 @@ sequence of random permutations. The authentic share of a batch defaults to the 
 over all samples of an epoch, so every sample is drawn about equally often); `authentic_fraction` fixes it. Both
 streams are consumed at a fixed rate per step, so the batch of step s is a pure function of (seed, s): a resumed run
 draws exactly what the uninterrupted run would have drawn.
+
+Ladders (with --rank-weight; not in the paper): besides the batch, a few pristine photos each with one distortion at
+all five levels, cropped at one place, for RankIQA's ranking loss (LadderMaker).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from sliq_cli.errors import SliqError
 from sliq_cli.parallel import process_map
 from sliq_cli.tadac.distortions import distort
 from sliq_cli.tadac.saliency import centred_window
-from sliq_cli.tadac.texts import VARIANTS_PER_PRISTINE, decode_variant, sample_texts
+from sliq_cli.tadac.texts import N_KADIS_TYPES, VARIANTS_PER_PRISTINE, decode_variant, sample_texts
 from sliq_cli.tensors import to_uint8
 from sliq_cli.train.views import (
     benign_scales,
@@ -227,6 +230,7 @@ class Batch:
     tokens: torch.Tensor | None  # (b, T) int64, T = the longest text of the batch; None without image-text
     text_ids: torch.Tensor | None  # (b,) int64, equal iff the texts are equal
     text_mask: torch.Tensor | None  # (b,) bool, False where the sample has no true text (a --texts subset)
+    ladders: torch.Tensor | None = None  # (K, L, 3, P, P) float [0, 1]: K photos, one distortion at levels 1..L
 
 
 class BackgroundSteps(Background):
@@ -270,7 +274,7 @@ class Prefetcher:
         batch, ready = self.background.get(step)
         current = torch.cuda.current_stream(self.device)
         current.wait_event(ready)
-        for t in (batch.images, batch.tokens, batch.text_ids, batch.text_mask):
+        for t in (batch.images, batch.tokens, batch.text_ids, batch.text_mask, batch.ladders):
             if t is not None:
                 t.record_stream(current)  # allocated on the side stream, used on this one
         return batch
@@ -418,3 +422,53 @@ class ViewMaker:
             small = F.interpolate(square, size=(p, p), mode="bilinear", antialias=True, align_corners=False)
             crops[2, _to_device(members, flat.device)] = to_uint8(small, scale=1)
         return crops
+
+
+class LadderMaker:
+    """Distortion ladders for the ranking loss (RankIQA, Liu et al. 2017; train/loss.py LadderRankLoss).
+
+    A ladder is one pristine photo, one KADIS distortion type drawn uniformly, all N_LEVELS levels, each cropped at
+    the same P x P window: the ladder differs only in how strongly it is distorted, so its order is known without
+    any rating. Ladders come in groups of up to `group_size` photos of one working-image shape sharing one type (a
+    shape drawn in proportion to its photos), so a group costs one `distort` call per level, as the batch's
+    synthetic groups do; the codec types come from the store's precomputed variants. No flips or colour spaces:
+    the ranking is about the distortion alone.
+    """
+
+    def __init__(self, store: ImageStore, records: list, crop_size: int, group_size: int, device: torch.device):
+        by_shape: dict[tuple, list[int]] = {}
+        for i, r in enumerate(records):
+            if r.kind == "pristine":
+                by_shape.setdefault(tuple(r.work_size), []).append(i)
+        if not by_shape:
+            raise SliqError("--rank-weight needs pristine records (ladders are distortions of pristine photos)")
+        self.store, self.patch, self.group_size = store, crop_size, group_size
+        self.shapes = [np.array(v, dtype=np.int64) for v in by_shape.values()]
+        counts = np.array([len(v) for v in self.shapes], dtype=np.float64)
+        self.shape_p = counts / counts.sum()
+        self.generator = torch.Generator(device=device)
+
+    def __call__(self, n: int, rng: np.random.Generator) -> torch.Tensor:
+        """n ladders -> (n, N_LEVELS, 3, P, P) float [0, 1], levels 1..N_LEVELS in order (mildest first)."""
+        store, p, groups, left = self.store, self.patch, [], n
+        while left > 0:
+            pool = self.shapes[rng.choice(len(self.shapes), p=self.shape_p)]
+            rec = rng.choice(pool, size=min(self.group_size, left, len(pool)), replace=False)  # (k,)
+            kadis_type = int(rng.integers(1, N_KADIS_TYPES + 1))
+            k, (h, w) = len(rec), store.size[rec[0]]
+            xy = np.stack([rng.integers(0, w - p + 1, k), rng.integers(0, h - p + 1, k)], axis=1)  # (k, 2) (x, y)
+            sizes = _to_device(np.tile([h, w], (k, 1)), store.flat.device)
+            xy = _to_device(xy, store.flat.device)
+            levels = []
+            for level in range(1, N_LEVELS + 1):
+                if kadis_type in CODEC_TYPES:
+                    src = store.codec_id[rec, N_LEVELS * (kadis_type == 10) + level - 1]
+                    flat, base = store.flat, store.base[src]
+                else:
+                    self.generator.manual_seed(int(rng.integers(2**62)))
+                    flat = to_uint8(distort(store.images(rec), kadis_type, level, self.generator)).reshape(-1)
+                    base = np.arange(k, dtype=np.int64) * 3 * h * w
+                levels.append(crop_flat(flat, _to_device(base, flat.device), sizes, xy, p))  # (k, 3, P, P) uint8
+            groups.append(torch.stack(levels, dim=1))  # (k, L, 3, P, P)
+            left -= k
+        return torch.cat(groups).float().div_(255)

@@ -8,7 +8,7 @@ Run folder:
     RUN/config.json        the resolved PretrainConfig
     RUN/tokenizer.json     the BPE learned from the database's texts (before step 0)
     RUN/log.jsonl          one line per logged step: step, samples, loss, loss_it, loss_ii, grad_norm (before clipping),
-                           lr, samples_per_s, max_mem_gb. A resumed run first drops the records after its state's
+                           lr, samples_per_s, max_mem_gb (and loss_rank with --rank-weight). A resumed run first drops the records after its state's
                            step (it trains those steps again), so each step appears once.
     RUN/state/, RUN/export/, RUN/export-shards/: the saved weights, see sliq_cli.train.state (a run resumes from its
                            state, or from its export where only that travelled)
@@ -54,16 +54,23 @@ RESUMABLE = {"epochs", "steps", "checkpoint_every", "export_every", "export_dtyp
 
 
 class SliqueNet(nn.Module):
-    """Image encoder F and text encoder G (None without the image-text branch), one forward for DDP."""
+    """Image encoder F, text encoder G (None without the image-text branch) and, with --rank-weight, the ranking
+    probe: a linear map of the quality features (what the ridge head will read) to a score, for training only. One
+    forward for DDP, so every parameter's gradient is synchronised."""
 
-    def __init__(self, image: nn.Module, text: nn.Module | None):
+    def __init__(self, image: nn.Module, text: nn.Module | None, rank_probe: nn.Module | None = None):
         super().__init__()
-        self.image, self.text = image, text
+        self.image, self.text, self.rank_probe = image, text, rank_probe
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor | None):
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor | None, ladders: torch.Tensor | None = None):
         img = self.image(images)  # (3B, D): saliency crops, views 1, views 2
         txt = self.text(tokens) if tokens is not None else None  # (B, D)
-        return img, txt
+        scores = None
+        if ladders is not None:  # (K, L, 3, P, P)
+            k, levels = ladders.shape[:2]
+            x = ladders.flatten(0, 1).contiguous(memory_format=torch.channels_last)  # (K L, 3, P, P)
+            scores = self.rank_probe(self.image.quality_features_grad(x)).view(k, levels)  # (K, L)
+        return img, txt, scores
 
 
 # ------------------------------------------------------------------------------------------------ entry point
@@ -234,7 +241,8 @@ def build_models(cfg: PretrainConfig, vocab_size: int) -> SliqueNet:
         tcfg = TextConfig(vocab_size=vocab_size, context=cfg.context, width=cfg.text_width, layers=cfg.text_layers,
                           heads=cfg.text_heads, embed_dim=image.config.embed_dim)
         text = TextEncoder(tcfg)
-    return SliqueNet(image, text)
+    rank_probe = nn.Linear(image.config.feature_dim, 1) if cfg.rank_weight else None
+    return SliqueNet(image, text, rank_probe)
 
 
 def param_groups(net: nn.Module, weight_decay: float, trunk_lr_scale: float = 1.0) -> list[dict]:
@@ -269,7 +277,7 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
     from sliq_cli.model.tokenizer import Tokenizer
     from sliq_cli.tadac.database import load_database
     from sliq_cli.train.data import Prefetcher, select_records
-    from sliq_cli.train.loss import SliqueLoss
+    from sliq_cli.train.loss import LadderRankLoss, SliqueLoss
 
     device = _device(cfg, info)
     init_process_group(info, device.type, port)
@@ -294,6 +302,7 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
             model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
         forward = torch.compile(model) if cfg.compile else model
         loss_fn = SliqueLoss(cfg.alpha, cfg.temperature, info.rank, info.world_size, cfg.image_text, cfg.image_image)
+        rank_fn = LadderRankLoss(cfg.rank_margin) if cfg.rank_weight else None
         make_batch, steps_per_epoch = _batch_maker(cfg, info, device, records, tokenizer, run, on_log)
         schedule = Schedule.from_config(cfg, steps_per_epoch)
         _emit(on_log, run, info, {"event": "training", "start": start, "total": schedule.total_steps,
@@ -316,11 +325,15 @@ def train(cfg: PretrainConfig, info: DistInfo, resume: bool, on_log=None, port: 
                 images = images[:b] if cfg.image_text else images[b:]
             if cfg.compile and batch.tokens is not None:
                 torch._dynamo.maybe_mark_dynamic(batch.tokens, 1)  # text lengths vary: one compilation for all
-            with autocast:
-                emb, txt = forward(images.contiguous(memory_format=torch.channels_last), batch.tokens)  # (nb, D), (b, D)
+            with autocast:  # emb (nb, D), txt (b, D), scores (K, L) or None
+                emb, txt, scores = forward(images.contiguous(memory_format=torch.channels_last), batch.tokens,
+                                           batch.ladders)
             img_t = emb[:b] if cfg.image_text else None
             view1, view2 = (emb[-2 * b : -b], emb[-b:]) if cfg.image_image else (None, None)
             out = loss_fn(img_t, txt, view1, view2, batch.text_ids, batch.text_mask)
+            if rank_fn is not None:
+                out["loss_rank"] = rank_fn(scores)
+                out["loss"] = out["loss"] + cfg.rank_weight * out["loss_rank"]
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             # the global gradient norm, logged so a --grad-clip can be chosen from what a run measured
@@ -401,7 +414,7 @@ def _batch_maker(cfg: PretrainConfig, info: DistInfo, device: torch.device, reco
                  on_log) -> tuple[Callable, int]:
     """The training images resident on the device, and make_batch(step): this rank's views and texts of the step's
     batch, every random draw seeded by (seed, step, rank). Also the steps per epoch."""
-    from sliq_cli.train.data import ImageStore, Sampler, TextPicker, ViewMaker
+    from sliq_cli.train.data import ImageStore, LadderMaker, Sampler, TextPicker, ViewMaker
 
     _emit(on_log, run, info, {"event": "decoding", "records": len(records)}, log=False)
     workers = max(1, (cfg.workers or os.cpu_count() or 1) // info.world_size)
@@ -411,9 +424,15 @@ def _batch_maker(cfg: PretrainConfig, info: DistInfo, device: torch.device, reco
     views = ViewMaker(store, records, cfg.crop_size, texts, device, cfg.colour_views, cfg.half_scale_prob,
                       cfg.benign_prob)
 
+    ladders = LadderMaker(store, records, cfg.crop_size, cfg.group_size, device) if cfg.rank_weight else None
+    n_ladders = (cfg.rank_ladders * (info.rank + 1) // info.world_size) - (cfg.rank_ladders * info.rank // info.world_size)
+
     def make_batch(step: int):
         rng = np.random.default_rng([cfg.seed, step, info.rank])
-        return views(*sampler.local_batch(step, info.rank, info.world_size), rng)
+        batch = views(*sampler.local_batch(step, info.rank, info.world_size), rng)
+        if ladders is not None:  # their own stream: the batch is the one a run without ladders draws
+            batch.ladders = ladders(n_ladders, np.random.default_rng([cfg.seed, step, info.rank, 1]))
+        return batch
 
     return make_batch, sampler.steps_per_epoch
 
@@ -426,14 +445,17 @@ class _StepLog:
     def __init__(self, cfg: PretrainConfig, info: DistInfo, run: Path, on_log, device: torch.device, start: int,
                  total: int):
         self.cfg, self.info, self.run, self.on_log, self.device, self.total = cfg, info, run, on_log, device, total
-        self.sums = torch.zeros(4, device=device)  # loss, loss_it, loss_ii, gradient norm since the last record
+        # loss, loss_it, loss_ii, gradient norm, loss_rank (NaN without --rank-weight) since the last record
+        self.sums = torch.zeros(5, device=device)
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
         self.t_last, self.n_last = time.perf_counter(), start
 
     def add(self, step: int, out: dict, grad_norm: torch.Tensor) -> None:
         loss = out["loss"].detach()
         self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), step, self.first_bad)
-        self.sums += torch.stack([loss, *(out[k].detach().to(self.device) for k in ("loss_it", "loss_ii")), grad_norm])
+        terms = [out.get(k, torch.tensor(float("nan"))).detach().to(self.device) for k in ("loss_it", "loss_ii",
+                                                                                             "loss_rank")]
+        self.sums += torch.stack([loss, terms[0], terms[1], grad_norm, terms[2]])
 
     def check_finite(self, last_saved: int) -> None:
         _check_finite(self.first_bad, self.run, last_saved)
@@ -447,12 +469,15 @@ class _StepLog:
         self.check_finite(last_saved)
         means = (all_reduce_mean(self.sums, self.info.world_size) / (done - self.n_last)).tolist()
         now = time.perf_counter()
-        _emit(self.on_log, self.run, self.info, {
+        record = {
             "step": done, "total": self.total, "samples": done * self.cfg.batch_size,
             "loss": means[0], "loss_it": means[1], "loss_ii": means[2], "grad_norm": means[3], "lr": lr,
             "samples_per_s": (done - self.n_last) * self.cfg.batch_size / (now - self.t_last),
             "max_mem_gb": torch.cuda.max_memory_allocated(self.device) / 2**30 if self.device.type == "cuda" else None,
-        })
+        }
+        if self.cfg.rank_weight:
+            record["loss_rank"] = means[4]
+        _emit(self.on_log, self.run, self.info, record)
         self.sums.zero_()
         self.t_last, self.n_last = now, done
 

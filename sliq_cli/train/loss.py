@@ -1,4 +1,5 @@
-"""The SLIQUE joint contrastive loss (paper III-A, Eq. 1-4): L = (1 - alpha) * L_image-text + alpha * L_image-image.
+"""The SLIQUE joint contrastive loss (paper III-A, Eq. 1-4): L = (1 - alpha) * L_image-text + alpha * L_image-image,
+and, beside it (not in the paper; issue #24), RankIQA's margin ranking between the levels of one distortion.
 
 Both terms are InfoNCE with a fixed temperature on L2-normalised embeddings, symmetric in their two directions
 (image->text and text->image; view1->view2 and view2->view1) as CLIP/open_clip compute it.
@@ -93,3 +94,27 @@ class SliqueLoss(nn.Module):
         else:
             loss = loss_it if self.image_text else loss_ii
         return {"loss": loss, "loss_it": loss_it, "loss_ii": loss_ii}
+
+
+class LadderRankLoss(nn.Module):
+    """RankIQA's pairwise hinge (Liu et al., ICCV 2017) on distortion ladders: one photo with one distortion at
+    levels 1..L (train/data.py LadderMaker), scored by a linear probe of the quality features. Level i is known to
+    look better than level j > i, so its score must exceed j's by `margin`:
+
+        L_rank = mean over ladders and pairs i < j of max(0, margin - (s_i - s_j))
+
+    Local to each process (a ladder never spans processes), so it needs no gather; DDP averages its gradients.
+    forward(scores (K, L), levels in order) -> scalar.
+    """
+
+    def __init__(self, margin: float = 1.0):
+        super().__init__()
+        if margin <= 0:
+            raise ValueError(f"the ranking margin must be positive, not {margin}")
+        self.margin = margin
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        s = scores.float()
+        levels = s.shape[1]
+        i, j = torch.triu_indices(levels, levels, offset=1, device=s.device)  # all pairs i < j
+        return F.relu(self.margin - (s[:, i] - s[:, j])).mean()  # (K, L(L-1)/2) -> ()

@@ -53,7 +53,13 @@ def need(cfg, vocab_size: int, store_bytes: int, device: torch.device) -> Need:
     input_bytes = 2 * 4 * 3 * cfg.crop_size**2 * views  # the step's float views, and their channels-last copy
     saved = CUDA_SAVED_SHARE if device.type == "cuda" else 1.0
     per_sample = (views * image + text) * saved * BACKWARD_MARGIN + input_bytes
-    return Need(fixed=3 * params + store_bytes, per_sample=math.ceil(per_sample))
+    ladder_images = 0  # --rank-weight: a fixed number of ladder crops a step, whatever the batch
+    if cfg.rank_weight:
+        from sliq_cli.train.data import N_LEVELS
+
+        ladder_images = -(-cfg.rank_ladders // cfg.gpus) * N_LEVELS
+    ladder_bytes = ladder_images * (image * saved * BACKWARD_MARGIN + 2 * 4 * 3 * cfg.crop_size**2)
+    return Need(fixed=3 * params + store_bytes + math.ceil(ladder_bytes), per_sample=math.ceil(per_sample))
 
 
 def _per_item(forward) -> float:

@@ -1,8 +1,9 @@
 """What a pretraining run saves of its weights, and how it continues from them.
 
     RUN/state/latest.json  {"step": s, "dir": "step-000000s"}; RUN/state/step-*/ = image.safetensors, text.safetensors,
-                           momentum.safetensors, state.json. A new state is written completely before latest.json
-                           points at it, so a kill at any moment leaves a loadable state.
+                           momentum.safetensors, state.json (and rank_probe.safetensors with --rank-weight). A new
+                           state is written completely before latest.json points at it, so a kill at any moment
+                           leaves a loadable state.
     RUN/export/            scoring checkpoint (sliq_cli.model.checkpoint) + text/ (text tower + tokenizer), in
                            --export-dtype; its config.json records the step and the run's config
     RUN/export-shards/     with --export-shard-mb: the same image encoder in shards of at most that size
@@ -12,8 +13,9 @@
 A state holds the weights, the SGD momentum and the EMA weights (with --ema-decay), nothing else: the loop seeds every random draw from the step.
 
 Across machines: a run folder holding only config.json, tokenizer.json and export/ (what travels back from a
-GPU lease) resumes with --resume from the export's weights and step; the SGD momentum did not travel, so it starts
-again from zero (the run says so), and bf16 exports resume from their bf16-rounded weights.
+GPU lease) resumes with --resume from the export's weights and step; the SGD momentum (and a --rank-weight run's
+ranking probe, which is not exported) did not travel, so they start again from zero (the run says so), and bf16
+exports resume from their bf16-rounded weights.
 
 `net` below is the loop's SliqueNet: the image encoder `.image` and the text tower `.text` (None without one).
 """
@@ -54,6 +56,8 @@ def save_state(run: Path, net: nn.Module, optimizer: torch.optim.Optimizer, step
     atomic_save_safetensors(folder / "image.safetensors", _cpu(net.image.state_dict()))
     if net.text is not None:
         atomic_save_safetensors(folder / "text.safetensors", _cpu(net.text.state_dict()))
+    if net.rank_probe is not None:
+        atomic_save_safetensors(folder / "rank_probe.safetensors", _cpu(net.rank_probe.state_dict()))
     atomic_save_safetensors(folder / "momentum.safetensors", _cpu(momentum))
     if ema is not None:
         atomic_save_safetensors(folder / "ema.safetensors", _cpu(ema.state))
@@ -84,6 +88,8 @@ def load_state(run: Path, net: nn.Module, optimizer: torch.optim.Optimizer, ema=
         net.image.load_state_dict(load_file(str(folder / "image.safetensors"), device=str(device)))
         if net.text is not None:
             net.text.load_state_dict(load_file(str(folder / "text.safetensors"), device=str(device)))
+        if net.rank_probe is not None:
+            net.rank_probe.load_state_dict(load_file(str(folder / "rank_probe.safetensors"), device=str(device)))
         momentum = load_file(str(folder / "momentum.safetensors"), device=str(device))
         if ema is not None:
             saved = json.loads((folder / "state.json").read_text())
