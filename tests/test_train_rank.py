@@ -16,15 +16,7 @@ from sliq_cli.train.data import N_LEVELS, ImageStore, LadderMaker
 from sliq_cli.train.loop import pretrain
 from sliq_cli.train.loss import LadderRankLoss
 
-from .test_train_pretrain import TINY, _db, _losses
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from .test_train_pretrain import TINY, _db, _losses, _one_thread  # noqa: F401 (autouse: CPU training, one thread)
 
 
 def test_rank_loss_is_zero_only_for_ladders_ordered_by_the_margin():
