@@ -144,7 +144,7 @@ def prepare(clive_dir: Path, heldout_dir: Path, work: Path, limit: int | None, p
     held = holdback_names([p.name for p in ds.paths])
     is_held = np.array([p.name in held for p in clive])
     sets = ImageSets(clive, np.asarray(mos, dtype=np.float64), np.flatnonzero(~is_held), np.flatnonzero(is_held))
-    kit = list_images([str(heldout_dir)])[:photos]
+    kit = list_images([str(heldout_dir)], recursive=True)[:photos]
     sets.kit, sets.heldout = kit, kit
     tasks = []
     for name, (fmt, opts, suffix) in [*ENCODINGS.items(), FIT_HEAVIER]:
@@ -363,8 +363,8 @@ def table(rows: dict[str, dict], hold_mos: np.ndarray) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clive", type=Path, required=True, help="clive-dev folder (mos.csv + images)")
-    ap.add_argument("--heldout", type=Path, required=True, help="photos no candidate trained on (sliq tadac build "
-                    "--heldout's pristine photos)")
+    ap.add_argument("--heldout", type=Path, required=True, help="photos no candidate trained on, searched "
+                    "recursively (sliq tadac build --heldout's pristine photos)")
     ap.add_argument("--candidate", action="append", required=True, help="NAME=SPEC (see above); the first is the "
                     "reference")
     ap.add_argument("--work", type=Path, required=True, help="folder for re-encoded images and interpolated models")

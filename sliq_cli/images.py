@@ -227,6 +227,13 @@ def is_jpeg(path) -> bool:
     return Path(path).suffix.lower() in JPEG_SUFFIXES
 
 
+def jpeg_complete(data) -> bool:
+    """Whether JPEG bytes end with the end-of-image marker (trailing NUL padding allowed). nvJPEG decodes a truncated
+    file without error, grey below the cut; Pillow refuses it. Bytes that fail this go to Pillow, which either
+    reports the file or decodes it (data after the marker, as some cameras append)."""
+    return bytes(data[-64:]).rstrip(b"\x00").endswith(b"\xff\xd9")
+
+
 # Start-of-frame markers (baseline, extended, progressive, lossless; Huffman and arithmetic): the frame header holds
 # the image's size. 0xC4, 0xC8 and 0xCC share the range but are other segments.
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}

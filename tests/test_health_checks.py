@@ -47,6 +47,23 @@ def test_unparsable_jpeg_header_is_left_to_the_decoders(tmp_path):
     assert jpeg_size_error(buf.getvalue()[:20], tmp_path / "cut.jpg") is None
 
 
+def test_truncated_jpeg_goes_to_pillow_not_nvjpeg(tmp_path, example_photos):
+    """nvJPEG decodes a cut file without error (measured on the H200): such bytes must take the CPU path's error."""
+    whole = next(p for p in example_photos if p.suffix.lower() in (".jpg", ".jpeg"))
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole.read_bytes()[:2000])
+    padded = tmp_path / "padded.jpg"
+    padded.write_bytes(whole.read_bytes() + b"\x00" * 10)
+    extractor = FeatureExtractor(make_tiny_encoder(), device="cpu")
+    extractor.cuda = True  # the nvJPEG branch only reads bytes: no GPU needed
+    assert extractor._load(whole)[0] == "jpeg" and extractor._load(padded)[0] == "jpeg"
+    err = extractor._load(cut)
+    assert isinstance(err, ImageLoadError) and err.path == str(cut)
+    with pytest.raises(ImageLoadError) as cpu:
+        load_image(cut)
+    assert str(cpu.value) == str(err)
+
+
 def test_background_steps_stop_when_the_consumer_fails():
     from sliq_cli.train.data import BackgroundSteps
 

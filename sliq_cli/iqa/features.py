@@ -27,7 +27,7 @@ import numpy as np
 
 from sliq_cli import trace
 from sliq_cli.background import Background
-from sliq_cli.images import ImageLoadError, is_jpeg, jpeg_size, load_image, pil_to_tensor
+from sliq_cli.images import ImageLoadError, is_jpeg, jpeg_complete, jpeg_size, load_image, pil_to_tensor
 from sliq_cli.iqa.batching import Batch, BatchPlanner, BatchPolicy
 from sliq_cli.iqa.compiling import CompileWhenItPays
 
@@ -126,7 +126,8 @@ class FeatureExtractor:
             return e
 
     def _load(self, path):
-        """On CUDA, JPEG bytes are handed to nvJPEG; everything else (and any JPEG it rejects) decodes on the CPU."""
+        """On CUDA, whole JPEG bytes are handed to nvJPEG; everything else (a truncated JPEG, any JPEG nvJPEG rejects)
+        decodes on the CPU."""
         if self.cuda and is_jpeg(path):
             try:
                 with open(path, "rb") as f:
@@ -134,7 +135,7 @@ class FeatureExtractor:
                     f.readinto(data)
             except OSError:
                 return self._load_cpu(path)  # gives the precise per-file error
-            if data:
+            if jpeg_complete(data):
                 return jpeg_size_error(data, path) or ("jpeg", path, data)
         return self._load_cpu(path)
 
