@@ -65,3 +65,32 @@ def test_command_writes_a_model_between_its_ends(tmp_path):
          (("start", start), ("trained", trained), ("mid", outs[0.5]))}
     d_start, d_trained = (f["mid"] - f["start"]).norm(), (f["mid"] - f["trained"]).norm()
     assert 0 < d_start < (f["start"] - f["trained"]).norm() and 0 < d_trained < (f["start"] - f["trained"]).norm()
+
+
+def test_text_tower_can_come_from_another_model(tmp_path):
+    """--text-from: the interpolated trunk from one run, `explain`'s tower (with its projector and trunk) from another."""
+    import json
+    import shutil
+
+    start, default = resolve_model("slique-efficientnet-lite0@imagenet"), resolve_model("default")
+    out = tmp_path / "wise"
+    res = CliRunner().invoke(app, ["interpolate", str(start), str(start), "--alpha", "0.5", "--text-from", "default",
+                                   "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert load_encoder(out).meta["interpolated"]["text_from"] == load_encoder(default).fingerprint
+    crop = pil_to_float(load_image(EXAMPLES / "kodim03.jpg").resize((224, 224)))[None]
+    with torch.no_grad():
+        want, got = text_aligned_encoder(default)(crop), text_aligned_encoder(out)(crop)
+    assert torch.cosine_similarity(got, want).item() > 0.999
+    # the quality features are the interpolated trunk's (here: the start's), not the tower's
+    s, o = load_state_dict(start), load_state_dict(out)
+    assert all(torch.equal(o[k], s[k].float()) for k in s if k.startswith("trunk.") and s[k].is_floating_point())
+
+    other = tmp_path / "other"
+    shutil.copytree(start, other)
+    meta = json.loads((other / "config.json").read_text())
+    meta["config"]["embed_dim"] += 1
+    (other / "config.json").write_text(json.dumps(meta))
+    res = CliRunner().invoke(app, ["interpolate", str(start), str(start), "--alpha", "0.5", "--text-from", str(other),
+                                   "-o", str(tmp_path / "bad")])
+    assert res.exit_code != 0 and "same architecture" in res.output

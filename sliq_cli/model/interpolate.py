@@ -45,10 +45,14 @@ def interpolate_states(start: dict, trained: dict, alpha: float) -> dict:
     return out
 
 
-def interpolate_encoders(start_dir, trained_dir, alpha: float, out_dir, dtype: str = "float32") -> str:
+def interpolate_encoders(start_dir, trained_dir, alpha: float, out_dir, dtype: str = "float32",
+                         text_from=None) -> str:
     """Write the model folder `out_dir`: the trained model's config, projector and text tower (with the trained trunk
     as a delta, for `explain`), no heads, the trunk interpolated towards the start. Returns the new fingerprint (heads
-    fitted on either end do not apply: fit a new one)."""
+    fitted on either end do not apply: fit a new one).
+
+    text_from: another model of the same architecture whose text tower (and the projector and trunk it was trained
+    with) `explain` should use instead of the trained model's: a longer-trained tower, say."""
     from sliq_cli.model.checkpoint import load_state_dict, read_config, save_encoder
     from sliq_cli.model.config import EncoderConfig
     from sliq_cli.model.encoder import ImageEncoder
@@ -58,15 +62,29 @@ def interpolate_encoders(start_dir, trained_dir, alpha: float, out_dir, dtype: s
         raise SliqError(f"cannot interpolate a {start_meta['config']['trunk']} start with a "
                         f"{trained_meta['config']['trunk']} encoder")
     config = EncoderConfig.from_dict(trained_meta["config"])
+    state = interpolate_states(load_state_dict(start_dir), load_state_dict(trained_dir), alpha)
+    text_dir = Path(trained_dir)
+    if text_from is not None:
+        text_dir = Path(text_from)
+        shape = ("trunk", "hidden_dim", "embed_dim")  # what the projector's tensors depend on
+        if any(read_config(text_dir)["config"].get(k) != trained_meta["config"].get(k) for k in shape):
+            raise SliqError(f"{text_dir}: its encoder's architecture differs from {trained_dir}'s; the text tower must "
+                            "come from a model of the same architecture")
+        if not (text_dir / "text").is_dir():
+            raise SliqError(f"{text_dir}: no text tower (text/) to take")
+        aligned = text_aligned_encoder(text_dir).state_dict()
+        state.update({k: v for k, v in aligned.items() if not k.startswith("trunk.")})  # the tower's projector
     model = ImageEncoder(config)
-    model.load_state_dict(interpolate_states(load_state_dict(start_dir), load_state_dict(trained_dir), alpha))
+    model.load_state_dict(state)
     out = Path(out_dir)
     extra = {k: v for k, v in trained_meta.items()
              if k not in ("format", "format_version", "config", "fingerprint", "dtype")}
     extra["interpolated"] = {"alpha": alpha, "start": start_meta["fingerprint"], "trained": trained_meta["fingerprint"]}
+    if text_from is not None:
+        extra["interpolated"]["text_from"] = read_config(text_dir)["fingerprint"]
     fp = save_encoder(model, out, extra=extra, dtype=dtype)
-    if (Path(trained_dir) / "text").is_dir():
-        copy_text_tower(trained_dir, out)
+    if (text_dir / "text").is_dir():
+        copy_text_tower(text_dir, out)
     return fp
 
 
