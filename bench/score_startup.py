@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
+REPO = BENCH.parent
+sys.path[:0] = [str(BENCH), str(REPO)]  # --photos lists its folder with sliq_cli, installed or not
 from score_throughput import make_jpegs  # noqa: E402
 
-REPO = BENCH.parent
 # (phase, the mark that ends it); each phase starts at the previous mark (the first at the spawn)
 PHASES = [("import", "import"), ("cuda", "cuda context"), ("model", "model loaded"), ("warm-up", "warm-up"),
           ("first batch", "first batch"), ("rest", "end")]

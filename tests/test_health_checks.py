@@ -225,3 +225,16 @@ def test_a_bad_argument_to_the_library_is_a_value_error():
     with pytest.raises(ValueError, match="not a Hub repository id") as bad:
         check_repo_id("no-slash")
     assert isinstance(bad.value, UsageError) and bad.value.exit_code == 2
+
+
+def test_a_folder_of_one_batch_decodes_on_the_cpu(tmp_path):
+    """On CUDA, a folder that fits in the first batch is decoded by Pillow (no torchvision import, no nvJPEG start);
+    a larger one hands its JPEGs on as bytes for nvJPEG. The routing only reads files: no GPU needed."""
+    paths = [_jpeg(tmp_path / f"{k}.jpg") for k in range(3)]
+    extractor = FeatureExtractor(make_tiny_encoder(), device="cpu")
+    extractor.cuda = True
+    decoded = extractor._load_chunk(paths, cpu=True)
+    assert [tuple(t.shape) for t in decoded] == [(3, 80, 100)] * 3
+    assert [t[0] for t in extractor._load_chunk(paths)] == ["jpeg"] * 3
+    first = extractor.planner().first
+    assert extractor.pillow_only(first) and not extractor.pillow_only(first + 1)

@@ -243,7 +243,7 @@ def test_reading_ahead_is_bounded(encoder, tmp_path, example_photos, monkeypatch
         paths.append(tmp_path / f"im{i}.png")
     loads = []
     load = FeatureExtractor._load
-    monkeypatch.setattr(FeatureExtractor, "_load", lambda self, p: loads.append(p) or load(self, p))
+    monkeypatch.setattr(FeatureExtractor, "_load", lambda self, p, **kw: loads.append(p) or load(self, p, **kw))
     stream = FeatureExtractor(encoder, batch_size=1, workers=1).iter(paths)
     next(stream)
     stream.close()

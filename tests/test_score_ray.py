@@ -163,3 +163,25 @@ def test_ctrl_c_leaves_the_output_file_intact(tmp_path, example_photos, tiny_enc
     assert proc.returncode != 0
     assert out.read_text() == "yesterday's results\n", stderr
     assert not list(tmp_path.glob(".out.csv.*")), stderr  # no temporary file left behind
+
+
+def test_batches_decoded_by_ray_tasks_score_as_a_local_run(tmp_path, example_photos, tiny_encoder_dir):
+    """The route of a GPU cluster (decode tasks, then the actors) on the CPU: a block in which no file failed holds
+    an "error" column of nulls, which Ray Data hands back as NaN; no image may be taken for failed by it."""
+    import ray.data
+
+    from sliq_cli.api import load
+    from sliq_cli.iqa.ray_score import RayScorer, decode_batch
+    from sliq_cli.iqa.score import load_parts
+
+    for p in example_photos:
+        Image.open(p).resize((96, 64)).save(tmp_path / p.name)
+    paths = sorted(str(p) for p in tmp_path.glob("*.jpg"))
+    parts = load_parts(str(tiny_encoder_dir), None)
+    ds = ray.data.from_items([{"path": p} for p in paths]).map_batches(decode_batch, batch_size=8)
+    rows = ds.map_batches(RayScorer, fn_constructor_kwargs={"parts": ray.put(parts), "device": "cpu"}, batch_size=8,
+                          compute=ray.data.ActorPoolStrategy(size=1)).take_all()
+    want = _by_path(load(str(tiny_encoder_dir), device="cpu").records(paths))
+    got = {r["path"]: {"score": r["score"], "error": r["error"]} for r in rows}
+    assert all(r["error"] is None for r in got.values()), got
+    _assert_same(got, want)

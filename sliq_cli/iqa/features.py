@@ -5,11 +5,11 @@ batch. On a GPU, where every new input shape costs cuDNN plan building, images o
 zero canvas from a short ladder of sizes, each pooled over its own region with the features it gets alone
 (model/canvas.py), so a folder of hundreds of sizes runs at nearly the uniform-size speed; large photos (one or two
 a batch) run at their own size once their size has come often enough to repay a new shape; which images share a
-batch is iqa/batching.py's BatchPlanner. A producer thread reads files (a thread pool), decodes them (on CUDA: JPEGs on
-the GPU with nvJPEG, on a side stream) and assembles the planned batches, while the calling thread runs the model (on
-CUDA: bf16 autocast, in the trunk's memory layout; on a CPU: channels_last) with one batch in flight. So on a GPU,
-reading, decoding and the model overlap, and nothing the producer waits for (file system, decoder) stalls the model.
-A file that fails to load yields an error for that file only.
+batch is iqa/batching.py's BatchPlanner. A producer thread reads files (a thread pool), decodes them (on CUDA: JPEGs
+on the GPU with nvJPEG, on a side stream, unless the folder fits in one batch) and assembles the planned batches,
+while the calling thread runs the model (on CUDA: bf16 autocast, in the trunk's memory layout; on a CPU:
+channels_last) with one batch in flight. So on a GPU, reading, decoding and the model overlap, and nothing the
+producer waits for (file system, decoder) stalls the model. A file that fails to load yields an error for that file only.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -125,10 +126,10 @@ class FeatureExtractor:
         except ImageLoadError as e:
             return e
 
-    def _load(self, path):
-        """On CUDA, whole JPEG bytes are handed to nvJPEG; everything else (a truncated JPEG, any JPEG nvJPEG rejects)
-        decodes on the CPU."""
-        if self.cuda and is_jpeg(path):
+    def _load(self, path, cpu: bool = False):
+        """On CUDA, whole JPEG bytes are handed to nvJPEG unless `cpu`; everything else (a truncated JPEG, any JPEG
+        nvJPEG rejects) decodes on the CPU."""
+        if self.cuda and not cpu and is_jpeg(path):
             try:
                 with open(path, "rb") as f:
                     data = bytearray(os.fstat(f.fileno()).st_size)  # writable, as torch.frombuffer wants
@@ -139,8 +140,13 @@ class FeatureExtractor:
                 return jpeg_size_error(data, path) or ("jpeg", path, data)
         return self._load_cpu(path)
 
-    def _load_chunk(self, paths: list) -> list:
-        return [self._load(p) for p in paths]  # one pool task per chunk: less per-file scheduling overhead
+    def _load_chunk(self, paths: list, cpu: bool = False) -> list:
+        return [self._load(p, cpu=cpu) for p in paths]  # one pool task per chunk: less per-file scheduling overhead
+
+    def pillow_only(self, count: int) -> bool:
+        """Whether a run of `count` images decodes them all on the CPU: always on a CPU; on CUDA, a run that fits in
+        the first batch (see _produce)."""
+        return not self.cuda or count <= self.planner().first
 
     def _decode_gpu(self, items):
         """Decode a list of ("jpeg", path, bytes) on the GPU; per-file CPU fallback for what nvJPEG refuses."""
@@ -197,11 +203,15 @@ class FeatureExtractor:
         chunk = max(1, min(16, len(paths) // (4 * self.workers)))
         chunks = [paths[k : k + chunk] for k in range(0, len(paths), chunk)]
         depth = max(2 * self.workers, 4 * self.batch_size // chunk)  # chunks read ahead: bounded memory
+        # A folder that fits in the first batch decodes on the CPU (Pillow: milliseconds an image): it never waits
+        # for torchvision's import and nvJPEG's start (~3 s on an H100). A larger one pays them once, on this thread
+        # while the device starts; Pillow for its first batch too measured slower (bench/RESULTS.md, start-up).
+        load = partial(self._load_chunk, cpu=self.pillow_only(len(paths)))
         with torch.cuda.stream(stream) if stream else nullcontext():  # the producer's device work
             pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sliq-images")
             try:
                 jpegs: list = []  # (index, ("jpeg", path, bytes)) awaiting GPU decode
-                loaded = (item for items in _prefetch(pool, self._load_chunk, chunks, depth=depth) for item in items)
+                loaded = (item for items in _prefetch(pool, load, chunks, depth=depth) for item in items)
                 for i, item in enumerate(loaded):
                     if not isinstance(item, tuple):
                         yield from self._plan(planner, [(i, item)], stream)

@@ -43,6 +43,12 @@ def decode_batch(batch: dict, max_pixels: int | None = None, max_side: int | Non
     return {"path": batch["path"], "image": images, "error": errors}
 
 
+def _reason(error) -> str | None:
+    """A record's error as decode_batch or RayScorer set it: Ray Data stores a column of None only as nulls, which come
+    back as NaN (measured: every image of a GPU run reported "nan")."""
+    return error if isinstance(error, str) else None
+
+
 class RayScorer:
     """A scorer for Ray Data's `map_batches`: one model an actor, built from `parts` (`ray_parts()` or `load_parts`)
     in the object store. A batch holds "path" and either "image" ((H, W, 3) uint8 arrays, as `decode_batch` or
@@ -81,7 +87,7 @@ class RayScorer:
         if "image" not in batch:
             ex = self.scorer.extractor
             batch = decode_batch(batch, ex.max_pixels, ex.max_side)
-        errors = list(batch.get("error", [None] * len(batch["path"])))
+        errors = [_reason(e) for e in batch.get("error", [None] * len(batch["path"]))]
         todo = [i for i, e in enumerate(errors) if e is None]
         scores = np.full(len(errors), np.nan)
         for i, (score, error) in zip(todo, self.scorer.score_decoded([batch["image"][i] for i in todo])):
@@ -239,7 +245,7 @@ def _stream(files, parts, info, address, device, batch_size, max_side, top) -> I
                             num_cpus=1, num_gpus=1 if gpus else 0)  # Ray Data restarts dead actors, retries
         for row in ds.iter_rows():
             path = given[row["path"]]
-            if row["error"] is not None:
-                yield {"path": path, "score": None, "error": row["error"]}
+            if (error := _reason(row["error"])) is not None:
+                yield {"path": path, "score": None, "error": error}
             else:
                 yield {**info.record(path, float(row["score"])), **json.loads(row.get("explanation") or "{}")}
