@@ -171,15 +171,14 @@ def test_batches_decoded_by_ray_tasks_score_as_a_local_run(tmp_path, example_pho
     import ray.data
 
     from sliq_cli.api import load
-    from sliq_cli.iqa.ray_score import RayScorer, decode_batch
-    from sliq_cli.iqa.score import load_parts
+    from sliq_cli.iqa.ray_score import RayScorer, decode_batch, ray_parts
 
     for p in example_photos:
         Image.open(p).resize((96, 64)).save(tmp_path / p.name)
     paths = sorted(str(p) for p in tmp_path.glob("*.jpg"))
-    parts = load_parts(str(tiny_encoder_dir), None)
+    parts = ray_parts(str(tiny_encoder_dir))
     ds = ray.data.from_items([{"path": p} for p in paths]).map_batches(decode_batch, batch_size=8)
-    rows = ds.map_batches(RayScorer, fn_constructor_kwargs={"parts": ray.put(parts), "device": "cpu"}, batch_size=8,
+    rows = ds.map_batches(RayScorer, fn_constructor_kwargs={"parts": parts, "device": "cpu"}, batch_size=8,
                           compute=ray.data.ActorPoolStrategy(size=1)).take_all()
     want = _by_path(load(str(tiny_encoder_dir), device="cpu").records(paths))
     got = {r["path"]: {"score": r["score"], "error": r["error"]} for r in rows}

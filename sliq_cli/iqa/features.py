@@ -9,7 +9,8 @@ batch is iqa/batching.py's BatchPlanner. A producer thread reads files (a thread
 on the GPU with nvJPEG, on a side stream, unless the folder fits in one batch) and assembles the planned batches,
 while the calling thread runs the model (on CUDA: bf16 autocast, in the trunk's memory layout; on a CPU:
 channels_last) with one batch in flight. So on a GPU, reading, decoding and the model overlap, and nothing the
-producer waits for (file system, decoder) stalls the model. A file that fails to load yields an error for that file only.
+producer waits for (file system, decoder) stalls the model. A file that fails to load yields an error for that file
+only.
 """
 
 from __future__ import annotations
