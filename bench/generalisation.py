@@ -30,8 +30,11 @@ Columns (SROCC unless named; protocol = 10 seeded 70/10/20 splits of dev-80, rid
 Candidates: a model spec (folder, `default`, `NAME@imagenet`); `wise:A,B,ALPHA` (model/interpolate.py, WiSE-FT:
 (1 - ALPHA) * A + ALPHA * B, A and B earlier candidates or model specs); `concat:A,B` (the two candidates' features
 side by side); `scales:A,1+0.5` (A's encoder, its features pooled at the scales named). The first candidate is the
-reference: the second table gives every candidate's difference from it with twice its paired standard error, and the
-worst difference over the choosing columns (everything but the hold-back), the number to choose by.
+reference: the second table gives every candidate's difference from it with twice its paired standard error (over
+the protocol's splits or the photos; for `hold`, `same:clive` and `same:kit`, a bootstrap of the images, the same
+resamples for candidate and reference, the column recomputed on each), and the worst difference over the choosing
+columns (everything but the hold-back), the number to choose by. `--json` keeps these differences; of the per-image
+scores it keeps only the hold-back's.
 """
 
 from __future__ import annotations
@@ -285,12 +288,14 @@ def measure(cand: Candidate, sets: ImageSets, device: str, batch_size: int | Non
     r = {"proto_std": float(np.std(units["proto"])), "enc_each": {k: float(v.mean()) for k, v in enc.items()}}
 
     head = fit_deployable_head(X[dev], ydev)
-    stored = head.predict(X)
-    same = {k: srocc(head.predict(Xv[k]), stored) for k in ENCODINGS}
-    r["same:clive"], r["same:clive_each"] = min(same.values()), same
-    kit_stored = head.predict(feats(sets.kit))
-    same_kit = {k: srocc(head.predict(feats(v)), kit_stored) for k, v in sets.kit_versions.items() if k in ENCODINGS}
-    r["same:kit"], r["same:kit_each"] = min(same_kit.values()), same_kit
+    # per-image scores, as stored and per encoding: the `same:` columns' bootstrap resamples them (not in the JSON)
+    r["same_pred"] = {
+        "same:clive": {"stored": head.predict(X), **{k: head.predict(Xv[k]) for k in ENCODINGS}},
+        "same:kit": {"stored": head.predict(feats(sets.kit)),
+                     **{k: head.predict(feats(sets.kit_versions[k])) for k in ENCODINGS}}}
+    for col, preds in r["same_pred"].items():
+        each = {k: srocc(p, preds["stored"]) for k, p in preds.items() if k != "stored"}
+        r[col], r[col + "_each"] = min(each.values()), each
 
     ref = {}
     for kind, photos in sets.reference.items():
@@ -320,9 +325,24 @@ def measure(cand: Candidate, sets: ImageSets, device: str, batch_size: int | Non
     return r
 
 
+def paired_bootstrap(diff, n: int, resamples: int, seed: int = 0) -> float:
+    """Standard error of a difference between two models' statistic on the same n images: the std of diff(i) over
+    resamples i of the images, one set of indices for both sides so that the pairing is kept."""
+    rng = np.random.default_rng(seed)
+    return float(np.std([diff(rng.integers(0, n, n)) for _ in range(resamples)]))
+
+
+def worst_same(preds: dict[str, np.ndarray], i) -> float:
+    """A `same:` column on images i: the lowest SROCC, over encodings, between scores as stored and re-encoded."""
+    from sliq_cli.iqa.metrics import srocc
+
+    return min(srocc(p[i], preds["stored"][i]) for k, p in preds.items() if k != "stored")
+
+
 def paired_difference(r: dict, base: dict, col: str, mos: np.ndarray) -> tuple[float, float | None]:
     """Candidate minus reference on one column, and the standard error of that difference: paired over the same
-    splits or photos, or (the hold-back) a paired bootstrap over its images; None where neither applies."""
+    splits or photos, or (the hold-back, the `same:` columns) a paired bootstrap over their images; None where
+    neither applies."""
     from sliq_cli.iqa.metrics import srocc
 
     d = r[col] - base[col]
@@ -331,28 +351,30 @@ def paired_difference(r: dict, base: dict, col: str, mos: np.ndarray) -> tuple[f
         return d, float(diff.std(ddof=1) / np.sqrt(len(diff)))
     if col == "hold" and "hold_pred" in r:
         a, b = np.asarray(r["hold_pred"]), np.asarray(base["hold_pred"])
-        rng = np.random.default_rng(0)
-        boots = []
-        for _ in range(500):
-            i = rng.integers(0, len(mos), len(mos))
-            boots.append(srocc(a[i], mos[i]) - srocc(b[i], mos[i]))
-        return d, float(np.std(boots))
+        return d, paired_bootstrap(lambda i: srocc(a[i], mos[i]) - srocc(b[i], mos[i]), len(mos), 500)
+    if col in r.get("same_pred", {}) and col in base.get("same_pred", {}):
+        a, b = r["same_pred"][col], base["same_pred"][col]
+        return d, paired_bootstrap(lambda i: worst_same(a, i) - worst_same(b, i), len(a["stored"]), 1000)
     return d, None
 
 
-def table(rows: dict[str, dict], hold_mos: np.ndarray) -> str:
+def differences(rows: dict[str, dict], hold_mos: np.ndarray) -> dict[str, dict[str, tuple[float, float | None]]]:
+    """Every candidate but the reference (the first): per column, its difference from the reference and the SE."""
+    base = next(iter(rows.values()))
+    return {name: {c: paired_difference(r, base, c, hold_mos) for c in (*CHOOSING, *REPORTED)}
+            for name, r in list(rows.items())[1:]}
+
+
+def table(rows: dict[str, dict], diffs: dict[str, dict[str, tuple[float, float | None]]]) -> str:
     cols = (*CHOOSING, *REPORTED)
     lines = ["| candidate | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for name, r in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
-    ref_name = next(iter(rows))
-    base = rows[ref_name]
-    lines += ["", f"Difference from `{ref_name}` ± twice its paired standard error (splits, photos, or a bootstrap of "
-              "the hold-back). `worst`: the lowest difference over the choosing columns; `worst+2se`: the lowest "
-              "upper bound (below 0: worse beyond noise on some column).", "",
+    lines += ["", f"Difference from `{next(iter(rows))}` ± twice its paired standard error (splits, photos, or a "
+              "bootstrap of the images: hold-back, `same:`). `worst`: the lowest difference over the choosing columns; "
+              "`worst+2se`: the lowest upper bound (below 0: worse beyond noise on some column).", "",
               "| candidate | worst | worst+2se | " + " | ".join(cols) + " |", "|---|---:|---:|" + "---:|" * len(cols)]
-    for name, r in list(rows.items())[1:]:
-        d = {c: paired_difference(r, base, c, hold_mos) for c in cols}
+    for name, d in diffs.items():
         worst = min(d[c][0] for c in CHOOSING)
         bound = min(d[c][0] + 2 * (d[c][1] or 0.0) for c in CHOOSING)
         cells = [f"{v:+.3f}" + ("" if se is None else f" ± {2 * se:.3f}") for v, se in (d[c] for c in cols)]
@@ -389,11 +411,13 @@ def main() -> None:
         r = rows[cand.name]
         print(f"{cand.name}: " + ", ".join(f"{c} {r[c]:.3f}" for c in (*CHOOSING, *REPORTED))
               + f" ({r['seconds']} s)", flush=True)
+    diffs = differences(rows, sets.mos[sets.hold])
     if args.json:  # first: the table is made from it
+        results = {name: {k: v for k, v in r.items() if k != "same_pred"} for name, r in rows.items()}
         args.json.write_text(json.dumps({"machine": machine(), "device": device, "candidates": dict(zip(
             [c.name for c in cands], [c.sources for c in cands])), "hold_mos": sets.mos[sets.hold].tolist(),
-            "results": rows}, indent=1) + "\n")
-    text = table(rows, sets.mos[sets.hold])
+            "results": results, "differences": diffs}, indent=1) + "\n")
+    text = table(rows, diffs)
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n")

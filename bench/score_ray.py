@@ -5,9 +5,10 @@
 Runs of the same command on the first N photos (sorted paths), each a fresh process timed whole (start-up, model
 load, scoring): plain `sliq score` (before and after the others; the faster counts), `--ray` (starts and stops a local cluster of this machine's CPUs), and
 `--ray --ray-address auto` on a cluster `ray start --head` started beforehand (how a cluster is joined; its start is
-not timed). Then: the largest score difference against the plain run, the bytes that cross the object store (the
-model's parts once per actor; per image, a path and a score without GPUs, else the decoded H x W x 3 array), the
-decode rate of one CPU core (decode_batch), and a scaling estimate for N GPU actors from those numbers.
+not timed). Then: the largest score difference against the plain run (on a GPU machine, Ray's GPU actors against
+`sliq score --device cuda`), the bytes that cross the object store (the model's parts once per actor; per image,
+a path and a score), and a scaling estimate for N actors: each reads its own files, so N actors at the measured rate
+need N times the file bytes a second from the storage the workers share.
 """
 
 from __future__ import annotations
@@ -48,9 +49,7 @@ def main() -> None:
     import numpy as np
 
     from sliq_cli.images import list_images
-    from sliq_cli.iqa.ray_score import decode_batch
     from sliq_cli.iqa.score import load_parts
-    from sliq_cli.model.config import EncoderConfig
 
     files = list_images([str(args.photos)], recursive=True)[: args.n]
     extra = ["--max-side", str(args.max_side)] if args.max_side else []
@@ -73,11 +72,6 @@ def main() -> None:
     parts = load_parts()
     model_bytes = sum(t.numel() * t.element_size() for t in parts["state"].values())
     head_bytes = sum(v.nbytes for v in parts["head"].values() if isinstance(v, np.ndarray))
-    max_pixels = EncoderConfig.from_dict(parts["config"]["config"]).preprocess.max_pixels
-    t = time.perf_counter()
-    decoded = decode_batch({"path": [str(f) for f in files]}, max_pixels, args.max_side)
-    decode_rate = len(files) / (time.perf_counter() - t)
-    array_bytes = float(np.mean([im.nbytes for im in decoded["image"]]))
     file_bytes = float(np.mean([f.stat().st_size for f in files]))
     cpus = os.cpu_count() or 1
 
@@ -89,8 +83,7 @@ def main() -> None:
         "overhead_local_cluster": ray_s / local_s - 1, "overhead_joined": joined_s / local_s - 1,
         "max_abs_score_diff": diff,
         "per_cpu_actor_img_s": len(files) / joined_s / cpus,
-        "model_parts_bytes": model_bytes + head_bytes, "decoded_bytes_per_image": array_bytes,
-        "file_bytes_per_image": file_bytes, "decode_img_s_per_core": decode_rate,
+        "model_parts_bytes": model_bytes + head_bytes, "file_bytes_per_image": file_bytes,
     }
     print(f"load average (1 min) before and after: {load[0]:.1f}, {load[1]:.1f}")
     print(f"plain sliq score:             {local_s:6.1f} s  {result['local_img_s']:6.1f} img/s  "
@@ -101,16 +94,11 @@ def main() -> None:
           f"overhead {100 * result['overhead_joined']:+.0f} %")
     print(f"largest score difference against plain: {diff:.2g}")
     print(f"object store: model parts {model_bytes / 1e6:.1f} MB + head {head_bytes / 1e3:.0f} kB once per actor; "
-          f"per image without GPUs a path and a score; with GPU actors the decoded array, {array_bytes / 1e3:.0f} kB "
-          f"a photo here (the file: {file_bytes / 1e3:.0f} kB)")
-    print(f"decode (decode_batch, one core): {decode_rate:.0f} img/s")
-    # N GPU actors at R img/s each need N x R / decode_rate CPU cores for decode tasks and N x R x array bytes/s of
-    # object-store transfer; R is a GPU's rate, not measured here (no GPU; see bench/RESULTS.md).
-    for rate in (100, 300):
-        cores = rate / decode_rate
-        print(f"scaling, an actor at {rate} img/s: per GPU {cores:.1f} decode cores and "
-              f"{rate * array_bytes / 1e6:.0f} MB/s of decoded arrays; 8 GPUs: {8 * rate} img/s with "
-              f"{8 * cores:.0f} cores, {8 * rate * array_bytes / 1e9:.2f} GB/s")
+          f"per image a path and a score")
+    rate = result["ray_joined_img_s"]  # whole process, start-up included: a lower bound on an actor's steady rate
+    for n in (1, 8):
+        print(f"scaling: {n} actor(s) at {rate:.0f} img/s each: {n * rate:.0f} img/s, reading "
+              f"{n * rate * file_bytes / 1e6:.0f} MB/s of files ({file_bytes / 1e3:.0f} kB a file)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -165,22 +165,51 @@ def test_ctrl_c_leaves_the_output_file_intact(tmp_path, example_photos, tiny_enc
     assert not list(tmp_path.glob(".out.csv.*")), stderr  # no temporary file left behind
 
 
-def test_batches_decoded_by_ray_tasks_score_as_a_local_run(tmp_path, example_photos, tiny_encoder_dir):
-    """The route of a GPU cluster (decode tasks, then the actors) on the CPU: a block in which no file failed holds
-    an "error" column of nulls, which Ray Data hands back as NaN; no image may be taken for failed by it."""
+def test_batches_of_paths_score_as_a_local_run(photos, tiny_encoder_dir):
+    """The route of every cluster, GPU ones included (there on CUDA, with nvJPEG), on the CPU: only paths go to the
+    actors, which score them with a local run's pipeline. A block in which no file failed holds an "error" column of
+    nulls, which Ray Data hands back as NaN; no image may be taken for failed by it, and the broken file among good
+    ones gets a local run's error."""
     import ray.data
 
     from sliq_cli.api import load
-    from sliq_cli.iqa.ray_score import RayScorer, decode_batch, ray_parts
+    from sliq_cli.iqa.ray_score import RayScorer, _reason, ray_parts
 
-    for p in example_photos:
-        Image.open(p).resize((96, 64)).save(tmp_path / p.name)
-    paths = sorted(str(p) for p in tmp_path.glob("*.jpg"))
+    paths = sorted(str(p) for p in photos.iterdir())
     parts = ray_parts(str(tiny_encoder_dir))
-    ds = ray.data.from_items([{"path": p} for p in paths]).map_batches(decode_batch, batch_size=8)
-    rows = ds.map_batches(RayScorer, fn_constructor_kwargs={"parts": parts, "device": "cpu"}, batch_size=8,
-                          compute=ray.data.ActorPoolStrategy(size=1)).take_all()
+    ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=3)  # one block holds broken.jpg
+    rows = ds.map_batches(RayScorer, batch_size=2, compute=ray.data.ActorPoolStrategy(size=1),
+                          fn_constructor_kwargs={"parts": parts, "device": "cpu", "run_size": len(paths)}).take_all()
     want = _by_path(load(str(tiny_encoder_dir), device="cpu").records(paths))
-    got = {r["path"]: {"score": r["score"], "error": r["error"]} for r in rows}
-    assert all(r["error"] is None for r in got.values()), got
+    got = {r["path"]: {"score": r["score"], "error": _reason(r["error"])} for r in rows}
+    assert [p for p, r in got.items() if r["error"] is not None] == [str(photos / "broken.jpg")], got
     _assert_same(got, want)
+
+
+def test_an_actor_decodes_its_batches_as_the_whole_run(photos, tiny_encoder_dir):
+    """On CUDA, a run that fits in the first batch decodes with Pillow, a larger one with nvJPEG: an actor's batch
+    of paths is routed by the run's file count, not its own, so its scores are those of a local run of every file."""
+    import numpy as np
+
+    from sliq_cli.iqa.ray_score import ray_parts
+
+    @ray.remote(num_cpus=1)
+    def score_batch(parts, paths):  # in a worker, as an actor runs (its thread count is the worker's)
+        from sliq_cli.iqa.features import FeatureExtractor
+        from sliq_cli.iqa.ray_score import RayScorer
+
+        scorer = RayScorer(parts, device="cpu", run_size=1000)
+        extractor, counts = scorer.scorer.extractor, []
+
+        def pillow_only(count):
+            counts.append(count)
+            return FeatureExtractor.pillow_only(extractor, count)
+
+        extractor.pillow_only = pillow_only
+        return counts, scorer({"path": np.array(paths)})
+
+    paths = [str(photos / "broken.jpg"), *map(str, sorted(photos.glob("k*")))]
+    counts, out = ray.get(score_batch.remote(ray_parts(str(tiny_encoder_dir)), paths))
+    assert counts == [1000]
+    assert out["error"][0] is not None and out["error"][1:] == [None] * (len(paths) - 1)
+    assert np.isnan(out["score"][0]) and not np.isnan(out["score"][1:]).any()

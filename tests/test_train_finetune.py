@@ -52,7 +52,7 @@ def test_training_keeps_the_best_epoch(rated):
     from sliq_cli.train.finetune import FinetuneConfig, load_rated_images, train_encoder, validation_split
 
     ds = load_csv(rated / "mos.csv")
-    cfg = FinetuneConfig(epochs=3, batch_size=10, crop_size=48, val_fraction=0.3, device="cpu")
+    cfg = FinetuneConfig(epochs=3, batch_size=10, crop_size=48, crops_per_image=2, val_fraction=0.3, device="cpu")
     data = load_rated_images(ds, max_pixels=4096 * 4096)
     train, val = validation_split(len(ds), cfg.val_fraction, cfg.seed, None)
     assert len(val) == 15 and not set(train) & set(val)
@@ -61,6 +61,8 @@ def test_training_keeps_the_best_epoch(rated):
     outcome = train_encoder(start, data, train, val, cfg, "cpu", on_log=records.append)
     epochs = [r for r in records if "event" not in r]
     assert [r["epoch"] for r in epochs] == [1, 2, 3] and outcome.epochs_run == 3
+    steps = [r for r in records if r.get("event") == "step"]
+    assert len(steps) == 3 * (35 * 2 // 10)  # two crops of each of the 35 training images an epoch
     scores = [outcome.start_srocc] + [r["val_srocc"] for r in epochs]
     assert outcome.best_srocc == max(scores) and scores[outcome.best_epoch] == max(scores)
     before = load_encoder(start).trunk.state_dict()

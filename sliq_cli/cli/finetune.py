@@ -28,6 +28,8 @@ def finetune(
                                                       "Default: 32 on CUDA, 8 on a CPU.")] = None,
     crop_size: Annotated[Optional[int], typer.Option("--crop-size", min=32, help="Side of the training crops, at "
                                                      "native scale (default 384).")] = None,
+    crops_per_image: Annotated[Optional[int], typer.Option("--crops-per-image", min=1, help="Random crops of "
+                                                           "each training image an epoch (default 1).")] = None,
     lr_trunk: Annotated[Optional[float], typer.Option("--lr-trunk", min=0.0, help="AdamW learning rate of the "
                                                       "trunk (default 3e-5).")] = None,
     lr_head: Annotated[Optional[float], typer.Option("--lr-head", min=0.0, help="AdamW learning rate of the head "
@@ -57,9 +59,9 @@ def finetune(
     from sliq_cli.train.finetune import FinetuneConfig, finetune as run, finetune_protocol, run_config
 
     ds = load_csv(mos, images, higher_is_better=not dmos)
-    given = {"epochs": epochs, "batch_size": batch_size, "crop_size": crop_size, "lr_trunk": lr_trunk,
-             "lr_head": lr_head, "val_fraction": val_fraction,
-             "interpolate": interpolate, "model": model}
+    given = {"epochs": epochs, "batch_size": batch_size, "crop_size": crop_size, "crops_per_image": crops_per_image,
+             "lr_trunk": lr_trunk, "lr_head": lr_head, "val_fraction": val_fraction, "interpolate": interpolate,
+             "model": model}
     overrides = {k: v for k, v in given.items() if v is not None}
     overrides.update(mos=str(mos), images=str(images) if images else None, higher_is_better=not dmos,
                      device=device.value, seed=seed)

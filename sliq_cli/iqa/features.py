@@ -87,12 +87,15 @@ class FeatureExtractor:
 
     def __init__(self, encoder, *, device: str = "cpu", batch_size: int | None = None, workers: int | None = None,
                  resize_shorter: int | None = None, compile: bool = False, max_side: int | None = None,
-                 canvas: bool | None = None, channels_last: bool | None = None, policy: BatchPolicy | None = None):
+                 canvas: bool | None = None, channels_last: bool | None = None, policy: BatchPolicy | None = None,
+                 run_size: int | None = None):
         """batch_size: default policy.cuda_batch_size (64) on CUDA, policy.cpu_batch_size (8) on a CPU. canvas: batch
         images of different sizes on shared canvases (default: on CUDA; on a CPU the padding would cost compute and
         new shapes cost little). channels_last: the trunk's memory layout (default: the trunk's preference on CUDA,
-        channels_last on a CPU, where oneDNN's depthwise and 1x1 kernels run several times faster in it). The caller's
-        encoder is left as it was: the extractor runs a fused copy."""
+        channels_last on a CPU, where oneDNN's depthwise and 1x1 kernels run several times faster in it). run_size:
+        the file count of the run that each iter() call is a part of (a Ray actor's batches), so JPEGs decode as in a
+        local run of that many files (pillow_only), not by the part's own count (default). The caller's encoder is
+        left as it was: the extractor runs a fused copy."""
         cuda = device.startswith("cuda")
         if compile and not cuda:
             from sliq_cli.errors import UsageError
@@ -113,6 +116,7 @@ class FeatureExtractor:
         self.max_pixels = encoder.config.preprocess.max_pixels
         self.max_side = max_side  # a user's cap on the longer side (e.g. on a CPU, where full resolution is slow)
         self.compile = compile
+        self.run_size = run_size
         self.compiler: CompileWhenItPays | None = None  # set by iter() under --compile
         self.shapes_run: set[tuple[int, int, int]] = set()  # (rows, H, W) of the canvas batches run so far
         self.channels_last = (encoder.trunk.channels_last if cuda else True) if channels_last is None else channels_last
@@ -207,7 +211,7 @@ class FeatureExtractor:
         # A folder that fits in the first batch decodes on the CPU (Pillow: milliseconds an image): it never waits
         # for torchvision's import and nvJPEG's start (~3 s on an H100). A larger one pays them once, on this thread
         # while the device starts; Pillow for its first batch too measured slower (bench/RESULTS.md, start-up).
-        load = partial(self._load_chunk, cpu=self.pillow_only(len(paths)))
+        load = partial(self._load_chunk, cpu=self.pillow_only(self.run_size or len(paths)))
         with torch.cuda.stream(stream) if stream else nullcontext():  # the producer's device work
             pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sliq-images")
             try:

@@ -3,16 +3,13 @@
 The driver lists the files (as a local run does: the same per-path errors), resolves model and head, and puts the
 encoder's state dict, config and head arrays into the object store once (`load_parts`): workers need no copy of the
 model folder. The image files must be readable by the workers at the paths given (one machine, or a shared file
-system). Ray Data streams the paths through `decode_batch`, which reads and decodes files in CPU tasks (`load_image`,
-the same decode as a local run: EXIF rotation, size caps, per-file errors), and `RayScorer` actors, one
-model each (a GPU each, or one CPU each), score equal-size images together. Records stream back to the driver in
-completion order. A worker that dies is restarted and its batch retried (Ray Data's actor pool: max_restarts and
-max_task_retries -1 by default), and a batch's rows come back only once it is done, so no image is lost and none is
-scored twice.
-
-On a cluster without GPUs there is no separate decode stage: the actors, which hold every CPU, decode their own
-batches (decode tasks would wait for a CPU no actor gives up), so only paths and scores cross the object store.
-With GPU actors, decoded arrays (H x W x 3 bytes an image) go from the CPU tasks to the actors.
+system). Ray Data streams the paths to `RayScorer` actors, one model each (a GPU each, or one CPU each), which score
+each batch of paths with a local run's own pipeline (`Scorer.records`): the same reading and decoding (on CUDA, JPEGs
+by nvJPEG on the actor's GPU; else Pillow: EXIF rotation, size caps), batching, precision and per-file errors, so
+scores match a local run on the same device, and only paths and scores cross the object store. Records stream back
+to the driver in completion order. A worker that dies is restarted and its batch retried (Ray Data's actor pool:
+max_restarts and max_task_retries -1 by default), and a batch's rows come back only once it is done, so no image is
+lost and none is scored twice.
 """
 
 from __future__ import annotations
@@ -25,45 +22,36 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-
-def decode_batch(batch: dict, max_pixels: int | None = None, max_side: int | None = None) -> dict:
-    """Ray Data batch {"path"} -> {"path", "image": (H, W, 3) uint8, "error": reason | None}: a local run's decode."""
-    import numpy as np
-
-    from sliq_cli.images import ImageLoadError, load_image
-
-    images, errors = [], []
-    for path in batch["path"]:
-        try:
-            images.append(np.asarray(load_image(path, max_pixels, max_side), dtype=np.uint8))
-            errors.append(None)
-        except ImageLoadError as e:
-            images.append(np.zeros((0, 0, 3), dtype=np.uint8))  # a column holds one kind of value
-            errors.append(e.reason)
-    return {"path": batch["path"], "image": images, "error": errors}
+# Paths a GPU actor scores in one call, at most. Each call is one local run (Scorer.records): its canvases are
+# planned and its reads and decodes pipelined within the call, so long calls keep the GPU as busy as a local run;
+# calls of 64 paths measured 55 % of a local run's rate on an H100 (bench/RESULTS.md). A dead actor's call is
+# retried whole, so this also bounds the work redone.
+GPU_PATHS_PER_CALL = 1024
 
 
 def _reason(error) -> str | None:
-    """A record's error as decode_batch or RayScorer set it: Ray Data stores a column of None only as nulls, which come
-    back as NaN (measured: every image of a GPU run reported "nan")."""
+    """A record's error as a caller's "error" column or RayScorer set it: Ray Data stores a column of None only as
+    nulls, which come back as NaN (measured: every image of a GPU run reported "nan")."""
     return error if isinstance(error, str) else None
 
 
 class RayScorer:
     """A scorer for Ray Data's `map_batches`: one model an actor, built from `parts` (`ray_parts()` or `load_parts`)
-    in the object store. A batch holds "path" and either "image" ((H, W, 3) uint8 arrays, as `decode_batch` or
-    `ray.data.read_images(..., mode="RGB", include_paths=True)` give) or nothing more (the actor reads the files, as
-    `sliq score` does: EXIF rotation, size caps). It comes back
-    as {"path", "score" (NaN for a failure), "error" (None, or why)}.
+    in the object store. A batch holds "path" and either "image" ((H, W, 3) uint8 arrays, as
+    `ray.data.read_images(..., mode="RGB", include_paths=True)` gives; an optional "error" column skips rows) or
+    nothing more (the actor reads and decodes the files as `sliq score` does, on CUDA with nvJPEG). It comes back as
+    {"path", "score" (NaN for a failure), "error" (None, or why)}.
 
         ds.map_batches(RayScorer, fn_constructor_kwargs={"parts": ray_parts()}, batch_size=16,
                        compute=ray.data.ActorPoolStrategy(size=4), num_gpus=1)
     """
 
     def __init__(self, parts, device: str = "auto", batch_size: int | None = None, max_side: int | None = None,
-                 top: int = 0):
+                 top: int = 0, run_size: int | None = None):
         """top: with parts that hold the text tower (load_parts(..., explain=True)), add `sliq explain`'s fields for
-        the `top` nearest descriptions, as a JSON string in "explanation"."""
+        the `top` nearest descriptions, as a JSON string in "explanation". run_size: the number of files of the whole
+        run, whose batches of paths then decode as a local run of that many files does (on CUDA: with Pillow only if
+        they fit in the first batch); by default each batch decodes as a run of its own."""
         import ray
         import torch
 
@@ -72,21 +60,30 @@ class RayScorer:
 
         if isinstance(parts, ray.ObjectRef):
             parts = ray.get(parts)
+        workers = None  # on a GPU, a local run's file readers
         if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
             # An actor holds the CPUs Ray gave it, not the machine's: more threads would fight the other actors.
-            torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-        self.scorer = Scorer.from_parts(parts, device, batch_size=batch_size, max_side=max_side)
+            workers = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+            torch.set_num_threads(workers)
+        self.scorer = Scorer.from_parts(parts, device, batch_size=batch_size, max_side=max_side, workers=workers,
+                                        run_size=run_size)
         self.top, self.explainer = top, None
         if top:
             self.folder = _model_folder(parts)  # removed with the actor
             self.explainer = Explainer(self.scorer.encoder, self.folder.name, self.scorer.device)
 
     def __call__(self, batch: dict) -> dict:
+        scores, errors = (self._score_images if "image" in batch else self._score_files)(batch)
+        out = {"path": batch["path"], "score": scores, "error": errors}
+        if self.explainer is not None:
+            out["explanation"] = [None if errors[i] else self._explain(path, errors, i)
+                                  for i, path in enumerate(batch["path"])]
+        return out
+
+    def _score_images(self, batch: dict) -> tuple:
+        """(scores, errors) of a batch of decoded images, rows with an "error" skipped."""
         import numpy as np
 
-        if "image" not in batch:
-            ex = self.scorer.extractor
-            batch = decode_batch(batch, ex.max_pixels, ex.max_side)
         errors = [_reason(e) for e in batch.get("error", [None] * len(batch["path"]))]
         todo = [i for i, e in enumerate(errors) if e is None]
         scores = np.full(len(errors), np.nan)
@@ -95,11 +92,23 @@ class RayScorer:
                 scores[i] = score
             else:
                 errors[i] = error
-        out = {"path": batch["path"], "score": scores, "error": errors}
-        if self.explainer is not None:
-            out["explanation"] = [None if errors[i] else self._explain(path, errors, i)
-                                  for i, path in enumerate(batch["path"])]
-        return out
+        return scores, errors
+
+    def _score_files(self, batch: dict) -> tuple:
+        """(scores, errors) of a batch of paths, from the records a local run gives for them (Scorer.records)."""
+        import numpy as np
+
+        rows: dict[str, list[int]] = {}  # a record's path (as Path writes it) -> the batch rows that name the file
+        for i, path in enumerate(batch["path"]):
+            rows.setdefault(str(Path(path)), []).append(i)
+        scores, errors = np.full(len(batch["path"]), np.nan), [None] * len(batch["path"])
+        for rec in self.scorer.records(batch["path"]):
+            i = rows[rec["path"]].pop()  # a file listed twice has a record per listing
+            if rec["score"] is None:
+                errors[i] = rec["error"]
+            else:
+                scores[i] = rec["score"]
+        return scores, errors
 
     def _explain(self, path: str, errors: list, i: int) -> str | None:
         """`sliq explain`'s fields of one scored file as JSON, from its working image (as explain_images reads it);
@@ -222,26 +231,28 @@ def _stream(files, parts, info, address, device, batch_size, max_side, top) -> I
     import json
 
     from sliq_cli.errors import UsageError
-    from sliq_cli.model.config import EncoderConfig
 
     with ray_cluster(address) as ray:
         gpus = int(ray.cluster_resources().get("GPU", 0)) if device != "cpu" else 0
         if device.startswith("cuda") and not gpus:
             raise UsageError("--device cuda was asked for, but the Ray cluster has no GPU")
-        batch = batch_size or (64 if gpus else 8)
+        # CPU actors take short calls (they plan nothing across images), which spreads the work evenly; each GPU
+        # actor takes an equal share of the files, in calls of at most GPU_PATHS_PER_CALL paths.
+        share = -(-len(files) // gpus) if gpus else 0
+        batch = min(GPU_PATHS_PER_CALL, max(batch_size or 64, share)) if gpus else batch_size or 8
         blocks = max(1, -(-len(files) // batch))
         actors = min(blocks, gpus or max(1, int(ray.cluster_resources().get("CPU", 1))))
         ref = ray.put(parts)
-        max_pixels = EncoderConfig.from_dict(parts["config"]["config"]).preprocess.max_pixels
         absolute = [str(Path(p).absolute()) for p in files]  # workers may run in another directory
         given = dict(zip(absolute, map(str, files)))
         ds = ray.data.from_items([{"path": p} for p in absolute], override_num_blocks=blocks)
-        if gpus:  # CPU tasks decode while the GPUs score; on CPUs alone the actors decode their own batches
-            ds = ds.map_batches(decode_batch, batch_size=batch, num_cpus=1,
-                                fn_kwargs={"max_pixels": max_pixels, "max_side": max_side})
+        # Only paths go to the actors, which decode as a local run of all the files would (run_size). Ray Data's
+        # default of two tasks in flight an actor already queues the next batch's paths there; concurrent calls
+        # (max_concurrent_calls_per_actor) would share one FeatureExtractor, which is not thread-safe.
         ds = ds.map_batches(RayScorer, batch_size=batch, compute=ray.data.ActorPoolStrategy(size=actors),
                             fn_constructor_kwargs={"parts": ref, "device": "cuda" if gpus else "cpu",
-                                                   "batch_size": batch_size, "max_side": max_side, "top": top},
+                                                   "batch_size": batch_size, "max_side": max_side, "top": top,
+                                                   "run_size": len(files)},
                             num_cpus=1, num_gpus=1 if gpus else 0)  # Ray Data restarts dead actors, retries
         for row in ds.iter_rows():
             path = given[row["path"]]

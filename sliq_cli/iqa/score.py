@@ -82,7 +82,8 @@ class Scorer(HeadRecords):
     """A frozen encoder and a ridge head. Build it with `Scorer.load` (or `sliq_cli.api.load`)."""
 
     def __init__(self, encoder, head, model_dir: Path, device: str, **options):
-        """options: FeatureExtractor's (batch_size, workers, compile, max_side, canvas, channels_last, policy)."""
+        """options: FeatureExtractor's (batch_size, workers, compile, max_side, canvas, channels_last, policy,
+        run_size)."""
         from sliq_cli.iqa.features import FeatureExtractor
 
         super().__init__(head, model_dir, encoder.fingerprint, device)

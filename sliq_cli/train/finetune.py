@@ -62,6 +62,9 @@ class FinetuneConfig:
     epochs: int | None = None  # None: 20 on CUDA, 3 on a CPU (with early stopping, the most it runs)
     batch_size: int | None = None  # None: 32 on CUDA, 8 on a CPU
     crop_size: int = 384  # side of the random crops at native scale (smaller images: their whole shorter side)
+    # An epoch draws this many random crops of every training image (more steps between two validations). 8 made
+    # no difference on clive-dev's protocol at 4x the time (bench/RESULTS.md, fine-tuning), so one.
+    crops_per_image: int = 1
     # AdamW moves every weight by about lr a step whatever its gradient's size, so the head's prediction moves by up
     # to lr x feature_dim (thousands) z-units a step: its rate is small too (1e-3 made the first epoch's loss explode).
     lr_trunk: float = 3e-5
@@ -83,6 +86,8 @@ class FinetuneConfig:
             raise UsageError(f"--interpolate must lie in [0, 1], not {self.interpolate}")
         if self.crop_size < 32:
             raise UsageError(f"--crop-size must be at least 32, not {self.crop_size}")
+        if self.crops_per_image < 1:
+            raise UsageError(f"--crops-per-image must be at least 1, not {self.crops_per_image}")
 
     def resolved(self, cuda: bool) -> FinetuneConfig:
         """The device's defaults filled in (what the run saves and a resumed run reads back)."""
@@ -259,7 +264,8 @@ def train_encoder(start_dir: Path, data: RatedImages, train: np.ndarray, val: np
         {"params": list(encoder.trunk.parameters()), "lr": cfg.lr_trunk, "base_lr": cfg.lr_trunk},
         {"params": list(head.parameters()), "lr": cfg.lr_head, "base_lr": cfg.lr_head},
     ], weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, len(train) // cfg.batch_size)  # the last partial batch is dropped: no 1-image batch
+    crops = len(train) * cfg.crops_per_image
+    steps_per_epoch = max(1, crops // cfg.batch_size)  # the last partial batch is dropped: no 1-image batch
     total, warmup = cfg.epochs * steps_per_epoch, max(1, round(cfg.warmup_epochs * steps_per_epoch))
 
     best = {"srocc": start_srocc, "epoch": 0, "encoder": _cpu(encoder.state_dict()), "head": _cpu(head.state_dict())}
@@ -273,7 +279,7 @@ def train_encoder(start_dir: Path, data: RatedImages, train: np.ndarray, val: np
     while epoch < cfg.epochs and epoch - best["epoch"] < cfg.patience:
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, epoch])  # each epoch's draws from its number: resumable exactly
-        order = rng.permutation(train)
+        order = np.concatenate([rng.permutation(train) for _ in range(cfg.crops_per_image)])  # (crops,)
         losses = []
         for b in range(steps_per_epoch):
             step = epoch * steps_per_epoch + b
