@@ -70,7 +70,7 @@ def main() -> None:
     diff = max(abs(scores[p] - local[p]) for scores in (remote, joined) for p in local if local[p] is not None)
 
     parts = load_parts()
-    model_bytes = sum(t.numel() * t.element_size() for t in parts["state"].values())
+    model_bytes = sum(len(data) for data in parts["weights"].values())
     head_bytes = sum(v.nbytes for v in parts["head"].values() if isinstance(v, np.ndarray))
     file_bytes = float(np.mean([f.stat().st_size for f in files]))
     cpus = os.cpu_count() or 1

@@ -82,6 +82,39 @@ def test_fingerprint_detects_changed_weights(tmp_path):
     assert fingerprint(state) != fingerprint(make_tiny_encoder().state_dict())
 
 
+@pytest.mark.parametrize("dtype,shard", [("float32", None), ("bfloat16", 5.0), ("float16", None)])
+def test_weight_files_read_without_torch_give_the_loaded_model(tmp_path, dtype, shard):
+    """read_weight_files (a Ray driver's reader: no torch) finds the fingerprint torch computes, and its bytes
+    rebuild the same state dict."""
+    from sliq_cli.model.checkpoint import load_state_dict, read_weight_files, state_from_weight_files
+
+    fp = save_encoder(make_tiny_encoder(), tmp_path, dtype=dtype, max_shard_mb=shard)
+    weights, found = read_weight_files(tmp_path)
+    assert found == fp
+    assert ("model.safetensors.index.json" in weights) == bool(shard)
+    state, want = state_from_weight_files(weights, tmp_path), load_state_dict(tmp_path)
+    assert state.keys() == want.keys() and all(torch.equal(state[k], want[k]) for k in want)
+
+
+def test_weight_files_read_without_torch_refuse_edited_and_truncated_files(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from sliq_cli.model.checkpoint import read_weight_files
+
+    save_encoder(make_tiny_encoder(), tmp_path, dtype="bfloat16")
+    path = tmp_path / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: not a readable safetensors file"):
+        read_weight_files(tmp_path)
+    path.write_bytes(data)
+    state = load_file(str(path))
+    state["trunk.0.weight"][0, 0, 0, 0] += 1.0
+    save_file(state, str(path))
+    with pytest.raises(CheckpointError, match="fingerprint"):
+        read_weight_files(tmp_path)
+
+
 def test_pickle_checkpoint_refused(tmp_path):
     torch.save({"w": torch.zeros(1)}, tmp_path / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="pickle"):

@@ -213,3 +213,27 @@ def test_an_actor_decodes_its_batches_as_the_whole_run(photos, tiny_encoder_dir)
     assert counts == [1000]
     assert out["error"][0] is not None and out["error"][1:] == [None] * (len(paths) - 1)
     assert np.isnan(out["score"][0]) and not np.isnan(out["score"][1:]).any()
+
+
+def test_the_driver_never_imports_torch(photos, tiny_encoder_dir):
+    """`sliq score --ray` lists the files, reads and checks the model and resolves the head without torch: on a GPU
+    machine its import takes seconds, and the actors import it anyway. The cluster is replaced by a stub that
+    reports, when Ray would start, whether the driver had imported torch."""
+    code = f"""
+import contextlib, sys
+import sliq_cli.iqa.ray_score as ray_score
+
+@contextlib.contextmanager
+def stub(address=None):
+    print("torch imported:", "torch" in sys.modules)
+    raise SystemExit(0)
+    yield
+
+ray_score.ray_cluster = stub
+sys.argv = ["sliq", "score", {str(photos)!r}, "--ray", "--model", {str(tiny_encoder_dir)!r}]
+from sliq_cli.cli.app import main
+main()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.stdout.split("\n")[0] == "torch imported: False", out.stdout + out.stderr

@@ -1,8 +1,9 @@
 """`sliq score --ray`: the scoring engine on a Ray cluster, through Ray Data.
 
 The driver lists the files (as a local run does: the same per-path errors), resolves model and head, and puts the
-encoder's state dict, config and head arrays into the object store once (`load_parts`): workers need no copy of the
-model folder. The image files must be readable by the workers at the paths given (one machine, or a shared file
+weight files' bytes, config and head arrays into the object store once (`load_parts`): workers need no copy of the
+model folder, and the driver never imports torch (on a GPU machine its import costs seconds before the actors,
+which import it again, can start). The image files must be readable by the workers at the paths given (one machine, or a shared file
 system). Ray Data streams the paths to `RayScorer` actors, one model each (a GPU each, or one CPU each), which score
 each batch of paths with a local run's own pipeline (`Scorer.records`): the same reading and decoding (on CUDA, JPEGs
 by nvJPEG on the actor's GPU; else Pillow: EXIF rotation, size caps), batching, precision and per-file errors, so
@@ -129,28 +130,23 @@ class RayScorer:
 
 
 def _model_folder(parts: dict):
-    """The model folder rebuilt from `parts` in a temporary directory on this worker (config.json, the weights as
-    safetensors, text/): the Explainer reads its text tower, and an interpolated model's text-aligned trunk, from
+    """The model folder rebuilt from `parts` in a temporary directory on this worker (config.json, the weight files,
+    text/): the Explainer reads its text tower, and an interpolated model's text-aligned trunk, from
     files."""
     import json
     import tempfile
 
-    from safetensors.torch import save_file
-
-    from sliq_cli.model.checkpoint import WEIGHTS
-
     folder = tempfile.TemporaryDirectory(prefix="sliq-model-")
     root = Path(folder.name)
     (root / "config.json").write_text(json.dumps(parts["config"]), encoding="utf-8")
-    save_file(parts["state"], str(root / WEIGHTS))
-    for name, data in parts["text"].items():
+    for name, data in {**parts["weights"], **parts["text"]}.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data)
     return folder
 
 
 def ray_parts(model: str | None = None, head: str | None = None, explain: bool = False):
-    """An ObjectRef to what RayScorer actors build their model from: the state dict, config and head (with
+    """An ObjectRef to what RayScorer actors build their model from: the weight files, config and head (with
     `explain`, the text tower's files too), put once."""
     import ray
 
@@ -179,14 +175,22 @@ def ray_cluster(address: str | None = None):
         yield ray
         return
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    # Ray Data's own lines on stderr say what sliq's progress already says ("execution finished"), or warn that its
+    # progress bars are off, which sliq asks for: quiet while sliq runs, warnings and errors still shown.
+    quiet = {"ray.data": logging.WARNING, "ray.data._internal.progress": logging.ERROR}
+    levels = {name: logging.getLogger(name).level for name in quiet}
     try:
         with _ctrl_c_deferred():  # a Ctrl-C inside ray.init would leave its half-started processes running
             ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = context.print_on_execution_start = False  # sliq draws its own, on stderr
+        for name, level in quiet.items():
+            logging.getLogger(name).setLevel(level)
         yield ray
     finally:
         ray.shutdown()
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
         for sig, handler in saved.items():
             signal.signal(sig, handler)
 

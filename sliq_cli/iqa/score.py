@@ -58,20 +58,20 @@ def _resolve_head(head: str | None, model_dir, config: dict, fingerprint: str):
 
 def load_parts(model: str | None = None, head: str | None = None, explain: bool = False) -> dict:
     """What a worker without the model's files needs to build its Scorer (Scorer.from_parts): config.json's dict,
-    the encoder's state dict (CPU tensors) and the head's arrays and metadata; plain data for Ray's object store.
-    With `explain`, also the text tower's files as bytes ({"text/NAME": bytes}; NoTextTowerError without one)."""
+    the weight files' bytes (checked against the fingerprint) and the head's arrays and metadata; plain data for
+    Ray's object store, read without importing torch (a Ray driver never runs the model). With `explain`, also the
+    text tower's files as bytes ({"text/NAME": bytes}; NoTextTowerError without one)."""
     import dataclasses
 
     from sliq_cli.iqa.explain import text_dir
-    from sliq_cli.model.checkpoint import build_encoder, load_state_dict
+    from sliq_cli.model.checkpoint import encoder_config, read_weight_files
 
     model_dir, config, ridge = resolve_parts(model, head)
     text = text_dir(model_dir) if explain else None  # the missing-tower error before any weights load
-    state = load_state_dict(model_dir)
-    encoder = build_encoder(config, state, model_dir)  # checks the weights against the fingerprint, here, once
-    ridge = ridge or _resolve_head(head, model_dir, config, encoder.fingerprint)
-    ridge.check_features(encoder.config)
-    parts = {"source": str(model_dir), "config": config, "fingerprint": encoder.fingerprint, "state": state,
+    weights, fingerprint = read_weight_files(model_dir)  # checked against config.json's fingerprint
+    ridge = ridge or _resolve_head(head, model_dir, config, fingerprint)  # an old config without one
+    ridge.check_features(encoder_config(config, model_dir))
+    parts = {"source": str(model_dir), "config": config, "fingerprint": fingerprint, "weights": weights,
              "head": dataclasses.asdict(ridge)}
     if text is not None:
         parts["text"] = {f"{text.name}/{f.name}": f.read_bytes() for f in sorted(text.iterdir()) if f.is_file()}
@@ -120,10 +120,11 @@ class Scorer(HeadRecords):
         """The Scorer that `load_parts` describes, built from memory (a Ray worker): no file of the model is read."""
         from sliq_cli.iqa.features import resolve_device
         from sliq_cli.iqa.head import RidgeHead
-        from sliq_cli.model.checkpoint import build_encoder
+        from sliq_cli.model.checkpoint import build_encoder, state_from_weight_files
 
         device = resolve_device(device)
-        encoder = build_encoder(parts["config"], parts["state"], parts["source"], device)
+        state = state_from_weight_files(parts["weights"], parts["source"])
+        encoder = build_encoder(parts["config"], state, parts["source"], device)
         return cls(encoder, RidgeHead(**parts["head"]), Path(parts["source"]), device, **options)
 
     def records(self, paths: Iterable) -> Iterator[dict]:

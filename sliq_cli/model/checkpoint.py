@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 from sliq_cli.atomic import atomic_save_safetensors, atomic_write_json
@@ -38,14 +39,88 @@ def fingerprint(state_dict: dict) -> str:
     """
     import torch
 
+    floats = {k: v for k, v in state_dict.items() if v.is_floating_point()}
+    return _fingerprint(floats, lambda t: t.detach().to("cpu", torch.float32).contiguous().numpy())
+
+
+def _fingerprint(tensors: dict, as_float32) -> str:
+    """fingerprint()'s hash over floating-point `tensors` (name -> tensor), each read by `as_float32` (-> ndarray)."""
     h = hashlib.sha256()
-    for name in sorted(k for k in state_dict if k.startswith("trunk.")):
-        t = state_dict[name]
-        if not t.is_floating_point():
-            continue
+    for name in sorted(k for k in tensors if k.startswith("trunk.")):
         h.update(name.encode())
-        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        h.update(as_float32(tensors[name]).tobytes())
     return h.hexdigest()
+
+
+# safetensors dtypes torch counts as floating point, as the numpy dtype of their bytes (bf16: its 16-bit pattern)
+_FLOAT_BYTES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2"}
+
+
+def read_weight_files(model_dir) -> tuple[dict[str, bytes], str]:
+    """(the weight files' bytes by file name (a sharded model's index too), their fingerprint): a model as plain
+    data, for workers that have no copy of the folder (iqa/ray_score.py). Read and checked against config.json's
+    fingerprint without torch, so a Ray driver needs no torch import."""
+    model_dir = Path(model_dir)
+    files = weight_files(model_dir)
+    weights = {f.name: f.read_bytes() for f in files}
+    floats = {}
+    for f in files:
+        floats.update(_safetensors_floats(weights[f.name], f))
+    fp = _fingerprint(floats, _as_float32)
+    expected = read_config(model_dir).get("fingerprint")
+    if expected and expected != fp:
+        raise CheckpointError(f"{model_dir}: weights do not match the fingerprint in config.json (corrupted or edited)")
+    if (model_dir / INDEX).is_file():
+        weights[INDEX] = (model_dir / INDEX).read_bytes()
+    return weights, fp
+
+
+def _safetensors_floats(data: bytes, path) -> dict:
+    """name -> (safetensors dtype, ndarray of its bytes) of a safetensors file's floating-point tensors, from the
+    format's header (8-byte little-endian length, JSON: dtype, shape, data_offsets after the header)."""
+    import numpy as np
+
+    try:
+        n = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + n])
+        out = {}
+        for name, info in header.items():
+            if name == "__metadata__" or info["dtype"] not in _FLOAT_BYTES:
+                continue
+            begin, end = info["data_offsets"]
+            dtype = np.dtype(_FLOAT_BYTES[info["dtype"]])
+            if not 0 <= begin <= end <= len(data) - 8 - n or (end - begin) != dtype.itemsize * math.prod(info["shape"]):
+                raise ValueError(f"tensor {name} does not fit its header")
+            raw = np.frombuffer(data, dtype=dtype, offset=8 + n + begin, count=(end - begin) // dtype.itemsize)
+            out[name] = (info["dtype"], raw)
+        return out
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def _as_float32(tensor):
+    """A (dtype, bytes) pair of _safetensors_floats as float32 values, converted as torch converts them."""
+    import numpy as np
+
+    dtype, raw = tensor
+    if dtype == "BF16":  # bfloat16 is the top half of a float32: widening is exact
+        return (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw.astype(np.float32)
+
+
+def state_from_weight_files(weights: dict[str, bytes], source) -> dict:
+    """The state dict (CPU tensors) of read_weight_files' bytes."""
+    from safetensors.torch import load
+
+    state = {}
+    for name, data in weights.items():
+        if name == INDEX:
+            continue
+        try:
+            state.update(load(data))
+        except Exception as e:  # safetensors raises its own error types for corrupt data
+            raise CheckpointError(f"{Path(source) / name}: not a readable safetensors file ({e})") from None
+    return state
 
 
 def save_encoder(model, out_dir, extra: dict | None = None, dtype: str = "float32", max_shard_mb: float | None = None) -> str:
@@ -175,17 +250,23 @@ def load_encoder(model_dir, device: str = "cpu"):
     return build_encoder(read_config(model_dir), load_state_dict(model_dir), model_dir, device)
 
 
+def encoder_config(meta: dict, source):
+    """The EncoderConfig of config.json's dict (`meta`) of the folder `source`, or a CheckpointError naming it."""
+    from sliq_cli.model.config import EncoderConfig
+
+    try:
+        return EncoderConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{Path(source) / 'config.json'}: bad encoder config ({e})") from None
+
+
 def build_encoder(meta: dict, state: dict, source, device: str = "cpu"):
     """An ImageEncoder from config.json's dict and its state dict, checked as load_encoder checks a folder: what a
     worker that has no copy of the folder builds from what reached it in memory (iqa/ray_score.py). `source`: the
     folder the parts came from, named in errors and kept as `.source`."""
-    from sliq_cli.model.config import EncoderConfig
     from sliq_cli.model.encoder import ImageEncoder
 
-    try:
-        config = EncoderConfig.from_dict(meta["config"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{Path(source) / 'config.json'}: bad encoder config ({e})") from None
+    config = encoder_config(meta, source)
     fp = fingerprint(state)
     if meta.get("fingerprint") and meta["fingerprint"] != fp:
         raise CheckpointError(f"{source}: weights do not match the fingerprint in config.json (corrupted or edited)")
