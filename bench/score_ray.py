@@ -21,10 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "bench"), str(REPO)]  # this tree's sliq_cli, as the timed runs (PYTHONPATH) use
 from machine import describe, machine  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 RAY_CLI = "from ray.scripts.scripts import main; main()"  # the `ray` command, run by this interpreter
 
 

@@ -3,8 +3,8 @@
 The driver lists the files (as a local run does: the same per-path errors), resolves model and head, and puts the
 weight files' bytes, config and head arrays into the object store once (`load_parts`): workers need no copy of the
 model folder, and the driver never imports torch (on a GPU machine its import costs seconds before the actors,
-which import it again, can start). The image files must be readable by the workers at the paths given (one machine, or a shared file
-system). Ray Data streams the paths to `RayScorer` actors, one model each (a GPU each, or one CPU each), which score
+which import it again, can start). The image files must be readable by the workers at the paths given (one
+machine, or a shared file system). Ray Data streams the paths to `RayScorer` actors, one model each (a GPU each, or one CPU each), which score
 each batch of paths with a local run's own pipeline (`Scorer.records`): the same reading and decoding (on CUDA, JPEGs
 by nvJPEG on the actor's GPU; else Pillow: EXIF rotation, size caps), batching, precision and per-file errors, so
 scores match a local run on the same device, and only paths and scores cross the object store. Records stream back

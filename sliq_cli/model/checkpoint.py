@@ -94,7 +94,7 @@ def _safetensors_floats(data: bytes, path) -> dict:
             raw = np.frombuffer(data, dtype=dtype, offset=8 + n + begin, count=(end - begin) // dtype.itemsize)
             out[name] = (info["dtype"], raw)
         return out
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # a header of the wrong shape
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
 
 
