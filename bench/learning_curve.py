@@ -61,6 +61,8 @@ def main() -> None:
     from sliq_cli.iqa.protocol import dataset_features, open_encoder, random_splits
 
     ds = load_csv(args.mos, args.images)
+    if ds.refs is not None:  # its splits go by reference image, which cutting by image would break
+        raise SystemExit(f"{args.mos}: a dataset with references (synthetic distortions) is not supported here")
     n_train = len(random_splits(len(ds), 1, args.seed)[0].train)
     sizes = sorted({n_train if s.strip() == "all" else int(s) for s in args.sizes.split(",")})
     print(f"machine: {describe()}; {args.mos}: {len(ds)} images, {n_train} training images a split; "

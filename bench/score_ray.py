@@ -32,8 +32,9 @@ def run(files: list[Path], *extra: str) -> tuple[float, dict[str, float]]:
     """(wall seconds, path -> score) of `sliq score FILES... -f jsonl EXTRA` in a fresh process."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     t = time.perf_counter()
+    # cwd: `python -m` puts the working directory first on sys.path, before PYTHONPATH; from this tree, this tree runs
     out = subprocess.run([sys.executable, "-m", "sliq_cli", "score", *map(str, files), "-f", "jsonl", *extra],
-                         capture_output=True, text=True, env=env, check=True).stdout
+                         capture_output=True, text=True, env=env, check=True, cwd=REPO).stdout
     wall = time.perf_counter() - t
     return wall, {r["path"]: r["score"] for r in map(json.loads, out.splitlines())}
 
@@ -51,7 +52,7 @@ def main() -> None:
     from sliq_cli.images import list_images
     from sliq_cli.iqa.score import load_parts
 
-    files = list_images([str(args.photos)], recursive=True)[: args.n]
+    files = [p.absolute() for p in list_images([str(args.photos)], recursive=True)[: args.n]]  # the runs' cwd: REPO
     extra = ["--max-side", str(args.max_side)] if args.max_side else []
     print(f"machine: {describe()}; {len(files)} photos from {args.photos}", flush=True)
 
