@@ -4,10 +4,11 @@ The driver lists the files (as a local run does: the same per-path errors), reso
 weight files' bytes, config and head arrays into the object store once (`load_parts`): workers need no copy of the
 model folder, and the driver never imports torch (on a GPU machine its import costs seconds before the actors,
 which import it again, can start). The image files must be readable by the workers at the paths given (one
-machine, or a shared file system). Ray Data streams the paths to `RayScorer` actors, one model each (a GPU each, or one CPU each), which score
-each batch of paths with a local run's own pipeline (`Scorer.records`): the same reading and decoding (on CUDA, JPEGs
-by nvJPEG on the actor's GPU; else Pillow: EXIF rotation, size caps), batching, precision and per-file errors, so
-scores match a local run on the same device, and only paths and scores cross the object store. Records stream back
+machine, or a shared file system). Ray Data streams the paths to `RayScorer` actors, one model each (a GPU each,
+or one CPU each), which score each batch of paths with a local run's own pipeline (`Scorer.records`): the same
+reading and decoding (on CUDA, JPEGs by nvJPEG on the actor's GPU; else Pillow: EXIF rotation, size caps),
+batching, precision and per-file errors, so scores match a local run on the same device, and only paths and scores
+cross the object store. Records stream back
 to the driver in completion order. A worker that dies is restarted and its batch retried (Ray Data's actor pool:
 max_restarts and max_task_retries -1 by default), and a batch's rows come back only once it is done, so no image is
 lost and none is scored twice.
@@ -131,8 +132,7 @@ class RayScorer:
 
 def _model_folder(parts: dict):
     """The model folder rebuilt from `parts` in a temporary directory on this worker (config.json, the weight files,
-    text/): the Explainer reads its text tower, and an interpolated model's text-aligned trunk, from
-    files."""
+    text/): the Explainer reads its text tower, and an interpolated model's text-aligned trunk, from files."""
     import json
     import tempfile
 
