@@ -8,10 +8,9 @@ machine, or a shared file system). Ray Data streams the paths to `RayScorer` act
 or one CPU each), which score each batch of paths with a local run's own pipeline (`Scorer.records`): the same
 reading and decoding (on CUDA, JPEGs by nvJPEG on the actor's GPU; else Pillow: EXIF rotation, size caps),
 batching, precision and per-file errors, so scores match a local run on the same device, and only paths and scores
-cross the object store. Records stream back
-to the driver in completion order. A worker that dies is restarted and its batch retried (Ray Data's actor pool:
-max_restarts and max_task_retries -1 by default), and a batch's rows come back only once it is done, so no image is
-lost and none is scored twice.
+cross the object store. Records stream back to the driver in completion order. A worker that dies is restarted and
+its batch retried (Ray Data's actor pool: max_restarts and max_task_retries -1 by default), and a batch's rows come
+back only once it is done, so no image is lost and none is scored twice.
 """
 
 from __future__ import annotations
