@@ -3,9 +3,11 @@
     python bench/score_ray.py ../shared/data/photos [--n 500] [--max-side N] [--json out.json]
 
 Runs of the same command on the first N photos (sorted paths), each a fresh process timed whole (start-up, model
-load, scoring): plain `sliq score` (before and after the others; the faster counts), `--ray` (starts and stops a local cluster of this machine's CPUs), and
-`--ray --ray-address auto` on a cluster `ray start --head` started beforehand (how a cluster is joined; its start is
-not timed). Then: the largest score difference against the plain run (on a GPU machine, Ray's GPU actors against
+load, scoring): plain `sliq score` (before and after the others; the faster counts), `--ray` (starts and stops a
+local cluster of this machine's CPUs), and `--ray --ray-address auto` on a cluster `ray start --head` started
+beforehand (how a cluster is joined; its start is not timed). A Ray run's time is split by its SLIQ_TRACE marks
+(sliq_cli/trace.py): driver start (imports, the model's parts), cluster (import ray, ray.init), actors + first call
+(their start, to the first record), other records, shutdown (to the process's end). Then: the largest score difference against the plain run (on a GPU machine, Ray's GPU actors against
 `sliq score --device cuda`), the bytes that cross the object store (the model's parts once per actor; per image,
 a path and a score), and a scaling estimate for N actors: each reads its own files, so N actors at the measured rate
 need N times the file bytes a second from the storage the workers share.
@@ -18,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,15 +31,32 @@ from machine import describe, machine  # noqa: E402
 RAY_CLI = "from ray.scripts.scripts import main; main()"  # the `ray` command, run by this interpreter
 
 
-def run(files: list[Path], *extra: str) -> tuple[float, dict[str, float]]:
-    """(wall seconds, path -> score) of `sliq score FILES... -f jsonl EXTRA` in a fresh process."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    t = time.perf_counter()
-    # cwd: `python -m` puts the working directory first on sys.path, before PYTHONPATH; from this tree, this tree runs
-    out = subprocess.run([sys.executable, "-m", "sliq_cli", "score", *map(str, files), "-f", "jsonl", *extra],
-                         capture_output=True, text=True, env=env, check=True, cwd=REPO).stdout
-    wall = time.perf_counter() - t
-    return wall, {r["path"]: r["score"] for r in map(json.loads, out.splitlines())}
+# A --ray run's SLIQ_TRACE marks (iqa/ray_score.py, cli/app.py) and the phase each one ends, from the spawn
+RAY_PHASES = [("parts loaded", "driver start"), ("cluster ready", "cluster"), ("first record", "actors + first call"),
+              ("last record", "other records"), ("end", "shutdown")]
+
+
+def run(files: list[Path], *extra: str) -> tuple[float, dict[str, float], dict[str, float]]:
+    """(wall seconds, path -> score, phase -> seconds from the SLIQ_TRACE marks, for --ray runs) of `sliq score
+    FILES... -f jsonl EXTRA` in a fresh process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.jsonl"
+        env = {**os.environ, "SLIQ_TRACE": str(trace),
+               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        t, t0 = time.perf_counter(), time.time()
+        # cwd: `python -m` puts the working directory first on sys.path, before PYTHONPATH; from here, this tree runs
+        out = subprocess.run([sys.executable, "-m", "sliq_cli", "score", *map(str, files), "-f", "jsonl", *extra],
+                             capture_output=True, text=True, env=env, check=True, cwd=REPO).stdout
+        wall = time.perf_counter() - t
+        marks = {}
+        for line in trace.read_text().splitlines() if trace.exists() else []:
+            mark = json.loads(line)
+            marks.setdefault(mark["mark"], mark["t"])
+    phases, start = {}, t0
+    if all(mark in marks for mark, _ in RAY_PHASES):
+        for mark, phase in RAY_PHASES:
+            phases[phase], start = marks[mark] - start, marks[mark]
+    return wall, {r["path"]: r["score"] for r in map(json.loads, out.splitlines())}, phases
 
 
 def main() -> None:
@@ -57,15 +77,15 @@ def main() -> None:
     print(f"machine: {describe()}; {len(files)} photos from {args.photos}", flush=True)
 
     load = [os.getloadavg()[0]]
-    first_s, local = run(files, *extra)
-    ray_s, remote = run(files, *extra, "--ray")
+    first_s, local, _ = run(files, *extra)
+    ray_s, remote, ray_phases = run(files, *extra, "--ray")
     subprocess.run([sys.executable, "-c", RAY_CLI, "start", "--head", "--include-dashboard=false",
                     "--node-ip-address=127.0.0.1"], check=True, capture_output=True)
     try:
-        joined_s, joined = run(files, *extra, "--ray", "--ray-address", "auto")
+        joined_s, joined, joined_phases = run(files, *extra, "--ray", "--ray-address", "auto")
     finally:
         subprocess.run([sys.executable, "-c", RAY_CLI, "stop"], check=True, capture_output=True)
-    last_s, _ = run(files, *extra)  # plain again: the machine is shared, so its load may have changed meanwhile
+    last_s, _, _ = run(files, *extra)  # plain again: the machine is shared, so its load may have changed meanwhile
     local_s = min(first_s, last_s)  # overheads against the faster plain run
     load.append(os.getloadavg()[0])
     diff = max(abs(scores[p] - local[p]) for scores in (remote, joined) for p in local if local[p] is not None)
@@ -85,6 +105,7 @@ def main() -> None:
         "max_abs_score_diff": diff,
         "per_cpu_actor_img_s": len(files) / joined_s / cpus,
         "model_parts_bytes": model_bytes + head_bytes, "file_bytes_per_image": file_bytes,
+        "ray_local_cluster_phases_s": ray_phases, "ray_joined_phases_s": joined_phases,
     }
     print(f"load average (1 min) before and after: {load[0]:.1f}, {load[1]:.1f}")
     print(f"plain sliq score:             {local_s:6.1f} s  {result['local_img_s']:6.1f} img/s  "
@@ -93,6 +114,9 @@ def main() -> None:
           f"overhead {100 * result['overhead_local_cluster']:+.0f} %")
     print(f"--ray --ray-address auto:     {joined_s:6.1f} s  {result['ray_joined_img_s']:6.1f} img/s  "
           f"overhead {100 * result['overhead_joined']:+.0f} %")
+    for name, phases in (("local cluster", ray_phases), ("auto", joined_phases)):
+        if phases:  # from the run's trace marks; none from a tree without them
+            print(f"  --ray phases ({name}): " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
     print(f"largest score difference against plain: {diff:.2g}")
     print(f"object store: model parts {model_bytes / 1e6:.1f} MB + head {head_bytes / 1e3:.0f} kB once per actor; "
           f"per image a path and a score")

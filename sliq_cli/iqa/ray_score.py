@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sliq_cli import trace
+
 # Paths a GPU actor scores in one call, at most. Each call is one local run (Scorer.records), whose canvases are
 # planned and whose reads are pipelined within the call only, so a call should be long; a dead actor's call is
 # retried whole, so this also bounds the work redone. (1,000 photos on an H100: 17.2 s in one call against 19.8 s
@@ -226,6 +228,7 @@ def score_records(files: list, model: str | None = None, head: str | None = None
     if find_spec("ray") is None:  # before the model loads
         raise UsageError("--ray needs Ray Data: pip install 'sliq-iqa[ray]'")
     parts = load_parts(model, head, explain=bool(top))
+    trace.mark("parts loaded")
     info = HeadRecords(RidgeHead(**parts["head"]), parts["source"], parts["fingerprint"], "ray")
     return RayRun(info, _stream(files, parts, info, address, device, batch_size, max_side, top))
 
@@ -236,6 +239,7 @@ def _stream(files, parts, info, address, device, batch_size, max_side, top) -> I
     from sliq_cli.errors import UsageError
 
     with ray_cluster(address) as ray:
+        trace.mark("cluster ready")
         gpus = int(ray.cluster_resources().get("GPU", 0)) if device != "cpu" else 0
         if device.startswith("cuda") and not gpus:
             raise UsageError("--device cuda was asked for, but the Ray cluster has no GPU")
@@ -259,9 +263,12 @@ def _stream(files, parts, info, address, device, batch_size, max_side, top) -> I
                                                    "batch_size": batch_size, "max_side": max_side, "top": top,
                                                    "run_size": len(files)},
                             num_cpus=1, num_gpus=1 if gpus else 0)  # Ray Data restarts dead actors, retries
-        for row in ds.iter_rows():
+        for k, row in enumerate(ds.iter_rows()):
+            if k == 0:
+                trace.mark("first record")  # the actors started and finished their first call
             path = given[row["path"]]
             if (error := _reason(row["error"])) is not None:
                 yield {"path": path, "score": None, "error": error}
             else:
                 yield {**info.record(path, float(row["score"])), **json.loads(row.get("explanation") or "{}")}
+        trace.mark("last record")  # then the cluster's shutdown (or leaving a joined one)
