@@ -7,10 +7,11 @@ load, scoring): plain `sliq score` (before and after the others; the faster coun
 local cluster of this machine's CPUs), and `--ray --ray-address auto` on a cluster `ray start --head` started
 beforehand (how a cluster is joined; its start is not timed). A Ray run's time is split by its SLIQ_TRACE marks
 (sliq_cli/trace.py): driver start (imports, the model's parts), cluster (import ray, ray.init), actors + first call
-(their start, to the first record), other records, shutdown (to the process's end). Then: the largest score difference against the plain run (on a GPU machine, Ray's GPU actors against
-`sliq score --device cuda`), the bytes that cross the object store (the model's parts once per actor; per image,
-a path and a score), and a scaling estimate for N actors: each reads its own files, so N actors at the measured rate
-need N times the file bytes a second from the storage the workers share.
+(their start, to the first record), other records, shutdown (to the process's end). Then: the largest score
+difference against the plain run (on a GPU machine, Ray's GPU actors against `sliq score --device cuda`), the bytes
+that cross the object store (the model's parts once per actor; per image, a path and a score), and a scaling
+estimate for N actors: each reads its own files, so N actors at the measured rate need N times the file bytes a
+second from the storage the workers share.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "bench"), str(REPO)]  # this tree's sliq_cli, as the timed runs (PYTHONPATH) use
 from machine import describe, machine  # noqa: E402
+
+from sliq_cli.trace import read as read_trace  # noqa: E402
 
 RAY_CLI = "from ray.scripts.scripts import main; main()"  # the `ray` command, run by this interpreter
 
@@ -48,10 +51,7 @@ def run(files: list[Path], *extra: str) -> tuple[float, dict[str, float], dict[s
         out = subprocess.run([sys.executable, "-m", "sliq_cli", "score", *map(str, files), "-f", "jsonl", *extra],
                              capture_output=True, text=True, env=env, check=True, cwd=REPO).stdout
         wall = time.perf_counter() - t
-        marks = {}
-        for line in trace.read_text().splitlines() if trace.exists() else []:
-            mark = json.loads(line)
-            marks.setdefault(mark["mark"], mark["t"])
+        marks = read_trace(trace)
     phases, start = {}, t0
     if all(mark in marks for mark, _ in RAY_PHASES):
         for mark, phase in RAY_PHASES:

@@ -30,6 +30,8 @@ REPO = BENCH.parent
 sys.path[:0] = [str(BENCH), str(REPO)]  # --photos lists its folder with sliq_cli, installed or not
 from score_throughput import make_jpegs  # noqa: E402
 
+from sliq_cli.trace import read as read_trace  # noqa: E402
+
 # (phase, the mark that ends it); each phase starts at the previous mark (the first at the spawn)
 PHASES = [("import", "import"), ("cuda", "cuda context"), ("model", "model loaded"), ("warm-up", "warm-up"),
           ("first batch", "first batch"), ("rest", "end")]
@@ -68,10 +70,7 @@ def run_once(folder: Path, device: str, model: str | None, work: Path) -> dict:
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({child.returncode}): {stderr.decode(errors='replace')[-2000:]}")
-    marks = {}
-    for line in trace.read_text().splitlines() if trace.exists() else []:
-        mark = json.loads(line)
-        marks.setdefault(mark["mark"], mark["t"])
+    marks = read_trace(trace)
     if all(mark in marks for _, mark in PHASES):
         result, start = {}, t0
         for phase, mark in PHASES:

@@ -16,3 +16,15 @@ def mark(name: str, **fields) -> None:
         return
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps({"mark": name, "t": time.time(), "pid": os.getpid(), **fields}) + "\n")
+
+
+def read(path) -> dict[str, float]:
+    """The marks a trace file holds: name -> the wall-clock time of its first mark (none for a missing file)."""
+    from pathlib import Path
+
+    path = Path(path)
+    marks: dict[str, float] = {}
+    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
+        mark = json.loads(line)
+        marks.setdefault(mark["mark"], mark["t"])
+    return marks

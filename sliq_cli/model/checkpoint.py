@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
 from sliq_cli.atomic import atomic_save_safetensors, atomic_write_json
@@ -76,33 +75,23 @@ def read_weight_files(model_dir) -> tuple[dict[str, bytes], str]:
 
 
 def _safetensors_floats(data: bytes, path) -> dict:
-    """name -> (safetensors dtype, ndarray of its bytes) of a safetensors file's floating-point tensors, from the
-    format's header (8-byte little-endian length, JSON: dtype, shape, data_offsets after the header)."""
-    import numpy as np
+    """name -> (safetensors dtype, raw bytes) of a safetensors file's floating-point tensors (safetensors'
+    deserialize: the format checked, no torch)."""
+    from safetensors import deserialize
 
     try:
-        n = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8:8 + n])
-        out = {}
-        for name, info in header.items():
-            if name == "__metadata__" or info["dtype"] not in _FLOAT_BYTES:
-                continue
-            begin, end = info["data_offsets"]
-            dtype = np.dtype(_FLOAT_BYTES[info["dtype"]])
-            if not 0 <= begin <= end <= len(data) - 8 - n or (end - begin) != dtype.itemsize * math.prod(info["shape"]):
-                raise ValueError(f"tensor {name} does not fit its header")
-            raw = np.frombuffer(data, dtype=dtype, offset=8 + n + begin, count=(end - begin) // dtype.itemsize)
-            out[name] = (info["dtype"], raw)
-        return out
-    except (ValueError, KeyError, TypeError, AttributeError) as e:  # a header of the wrong shape
+        tensors = deserialize(data)
+    except Exception as e:  # safetensors raises its own error types for corrupt data
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    return {name: (t["dtype"], t["data"]) for name, t in tensors if t["dtype"] in _FLOAT_BYTES}
 
 
 def _as_float32(tensor):
     """A (dtype, bytes) pair of _safetensors_floats as float32 values, converted as torch converts them."""
     import numpy as np
 
-    dtype, raw = tensor
+    dtype, data = tensor
+    raw = np.frombuffer(data, dtype=_FLOAT_BYTES[dtype])
     if dtype == "BF16":  # bfloat16 is the top half of a float32: widening is exact
         return (raw.astype(np.uint32) << 16).view(np.float32)
     return raw.astype(np.float32)
