@@ -10,11 +10,12 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 JPEG_SUFFIXES = {".jpg", ".jpeg", ".jfif"}
 # Photo formats a Pillow build may lack a decoder for. A folder scan lists them too, so such a file gets its own
@@ -239,17 +240,18 @@ def jpeg_complete(data) -> bool:
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
-def jpeg_size(data) -> tuple[int, int] | None:
-    """(width, height) of JPEG bytes from their frame header, or None when the segments do not lead to one.
+def _jpeg_segments(data) -> Iterator[tuple[int, int, int]]:
+    """(marker, start, end) of the marker segments of JPEG bytes up to and including the frame header (the payload
+    is data[start:end]); stops early where the segments do not lead to one (the caller sees no frame header).
 
     Follows the segment lengths from the start: a few steps, where PIL's Image.open parses every segment in Python;
     the GPU path asks this for every file while other threads launch the model (bench/RESULTS.md)."""
     if data[:2] != b"\xff\xd8":
-        return None
+        return
     i, n = 2, len(data)
     while i + 4 <= n:
         if data[i] != 0xFF:
-            return None
+            return
         marker = data[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
@@ -257,12 +259,60 @@ def jpeg_size(data) -> tuple[int, int] | None:
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # segments without a length
             i += 2
             continue
-        if marker in _SOF_MARKERS:
-            if i + 9 > n:
-                return None
-            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
         length = int.from_bytes(data[i + 2:i + 4], "big")
-        if marker == 0xDA or length < 2:  # scan data before any frame header: not a JPEG we can size
-            return None
+        if marker == 0xDA or length < 2:  # scan data before any frame header
+            return
+        yield marker, i + 4, min(n, i + 2 + length)
+        if marker in _SOF_MARKERS:
+            return
         i += 2 + length
+
+
+def jpeg_size(data) -> tuple[int, int] | None:
+    """(width, height) of JPEG bytes from their frame header (as stored, before any EXIF orientation), or None when
+    the segments do not lead to one."""
+    for marker, start, end in _jpeg_segments(data):
+        if marker in _SOF_MARKERS:
+            if end - start < 5:
+                return None
+            return int.from_bytes(data[start + 3:start + 5], "big"), int.from_bytes(data[start + 1:start + 3], "big")
+    return None
+
+
+_EXIF = b"Exif\x00\x00"
+_XMP = b"http://ns.adobe.com/xap/1.0/\x00"
+_XMP_ORIENTATION = re.compile(rb'tiff:Orientation(?:="|>)([0-9])')
+
+
+def jpeg_orientation(data) -> int:
+    """The EXIF orientation (1-8) of JPEG bytes as Pillow's ImageOps.exif_transpose reads it: the Orientation tag of
+    the first EXIF segment's IFD0, else an XMP segment's tiff:Orientation; 1 when there is none or it is not 1-8.
+    nvJPEG ignores it, so the GPU path turns the decoded image itself (nvjpeg.orient)."""
+    exif = xmp = None
+    for marker, start, end in _jpeg_segments(data):
+        if marker == 0xE1 and exif is None and bytes(data[start:start + 6]) == _EXIF:
+            exif = bytes(data[start + 6:end])
+        elif marker == 0xE1 and xmp is None and bytes(data[start:start + len(_XMP)]) == _XMP:
+            xmp = bytes(data[start + len(_XMP):end])
+    value = _tiff_orientation(exif) if exif else None
+    if value is None and xmp and (match := _XMP_ORIENTATION.search(xmp)):
+        value = int(match[1])
+    return value if value in range(1, 9) else 1
+
+
+def _tiff_orientation(tiff: bytes) -> int | None:
+    """The Orientation tag (0x0112) of a TIFF structure's first IFD, or None."""
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return None
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return None
+    for k in range(int.from_bytes(tiff[ifd:ifd + 2], order)):
+        entry = tiff[ifd + 2 + 12 * k:ifd + 14 + 12 * k]
+        if len(entry) < 12:
+            return None
+        if int.from_bytes(entry[:2], order) == 0x0112:
+            kind = int.from_bytes(entry[2:4], order)  # 3: SHORT (as the standard has it), 4: LONG
+            return int.from_bytes(entry[8:10] if kind == 3 else entry[8:12], order)
     return None

@@ -22,14 +22,23 @@ CUDA_VS_CPU = 1.5
 
 @pytest.fixture(scope="module")
 def mixed_folder(tmp_path_factory, example_photos):
-    """Crops of the example photos in 12 sizes (odd ones included), JPEG and PNG: what canvases batch together."""
+    """Crops of the example photos in 12 sizes (odd ones included), twice, JPEG and PNG, two of the JPEGs stored
+    turned with an EXIF orientation: what canvases batch together. More files than the first batch (16), so the
+    JPEGs decode with nvJPEG, as a folder's do (a folder of one batch decodes with Pillow)."""
     folder = tmp_path_factory.mktemp("mixed")
     sizes = [(500, 500), (512, 384), (384, 512), (333, 257), (640, 427), (257, 333), (300, 300), (481, 321),
              (700, 466), (224, 224), (512, 341), (401, 599)]
-    for i, (w, h) in enumerate(sizes):
+    for i, (w, h) in enumerate(sizes * 2):
         img = Image.open(example_photos[i % len(example_photos)]).convert("RGB")
-        img = img.resize((max(w, img.width), max(h, img.height))).crop((0, 0, w, h))
-        img.save(folder / (f"m{i:02d}.png" if i % 4 == 3 else f"m{i:02d}.jpg"), quality=92)
+        img = img.resize((max(w, img.width), max(h, img.height)))
+        left = (i // len(sizes)) * (img.width - w)  # the second round: the other corner
+        img = img.crop((left, 0, left + w, h))
+        options = {}
+        if i in (4, 20):  # stored turned, as phones store portrait photos
+            exif = Image.Exif()
+            exif[0x0112] = 6 if i == 4 else 8
+            options["exif"] = exif.tobytes()
+        img.save(folder / (f"m{i:02d}.png" if i % 4 == 3 else f"m{i:02d}.jpg"), quality=92, **options)
     return sorted(folder.iterdir())
 
 
@@ -43,7 +52,9 @@ def cpu_scores(mixed_folder):
 def test_cuda_scores_match_the_cpu(mixed_folder, cpu_scores):
     from sliq_cli.api import load
 
-    cuda = np.array(load(device="cuda").score(mixed_folder))
+    metric = load(device="cuda")
+    assert not metric.extractor.pillow_only(len(mixed_folder))  # the nvJPEG path is what is measured
+    cuda = np.array(metric.score(mixed_folder))
     assert np.abs(cuda - cpu_scores).max() < CUDA_VS_CPU
     assert np.corrcoef(cuda, cpu_scores)[0, 1] > 0.999
 
@@ -79,3 +90,21 @@ def test_cli_on_cuda_reports_a_broken_file_and_scores_the_rest(tmp_path, mixed_f
     assert records["broken.jpg"]["score"] is None and "broken.jpg" in records["broken.jpg"]["path"]
     good = np.array([records[p.name]["score"] for p in mixed_folder])
     assert np.abs(good - cpu_scores).max() < CUDA_VS_CPU
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_nvjpeg_turns_photos_upright_as_pillow_does(tmp_path, example_photos, orientation):
+    from sliq_cli.api import load
+    from sliq_cli.images import load_image, pil_to_tensor
+
+    extractor = load(device="cuda").extractor
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "turned.jpg"
+    Image.open(example_photos[0]).convert("RGB").resize((640, 427)).save(path, quality=92, exif=exif.tobytes())
+    item = extractor._load(path)
+    assert item[0] == "jpeg" and item[3] == orientation  # goes to nvJPEG, with its orientation
+    (gpu,) = extractor._decode_gpu([item])
+    cpu = pil_to_tensor(load_image(path))  # (3, H, W), upright
+    assert gpu.shape == cpu.shape
+    assert (gpu.cpu().float() - cpu.float()).abs().mean() < 2  # nvJPEG's IDCT against libjpeg's: ~0.5 of 255

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sliq_cli.images import ImageLoadError, jpeg_size, list_images, load_image
+from sliq_cli.images import ImageLoadError, jpeg_orientation, jpeg_size, list_images, load_image
 
 
 @pytest.fixture()
@@ -114,6 +114,61 @@ def test_jpeg_size_reads_the_frame_header(example_photos, photo):
         assert jpeg_size(data[:30]) is None, name  # cut before the frame header
     assert jpeg_size(b"\x89PNG\r\n\x1a\n" + bytes(40)) is None and jpeg_size(b"") is None
 
+
+
+def _tiff_with_orientation(order: str, orientation: int, kind: int = 3) -> bytes:
+    """A TIFF structure (EXIF's payload) in either byte order: IFD0 with a make tag, then Orientation."""
+    e = "little" if order == "II" else "big"
+    value = orientation.to_bytes(2, e) + bytes(2) if kind == 3 else orientation.to_bytes(4, e)
+    entries = (0x010F).to_bytes(2, e) + (2).to_bytes(2, e) + (4).to_bytes(4, e) + b"cam\x00"
+    entries += (0x0112).to_bytes(2, e) + kind.to_bytes(2, e) + (1).to_bytes(4, e) + value
+    return order.encode() + (42).to_bytes(2, e) + (8).to_bytes(4, e) + (2).to_bytes(2, e) + entries + bytes(4)
+
+
+def _with_app1(data: bytes, payload: bytes) -> bytes:
+    return data[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + data[2:]
+
+
+def test_jpeg_orientation_reads_what_pillow_reads(example_photos, photo):
+    from PIL import ImageOps
+
+    small = photo.resize((60, 40))
+    buf = io.BytesIO()
+    small.save(buf, "JPEG")
+    plain = buf.getvalue()
+    cases = {"none": plain}
+    for o in (1, 3, 6, 8, 9):  # 9 is no orientation: Pillow leaves the image as stored
+        exif = Image.Exif()
+        exif[0x0112] = o
+        buf = io.BytesIO()
+        small.save(buf, "JPEG", exif=exif.tobytes())
+        cases[f"pillow-{o}"] = buf.getvalue()
+    for order in ("II", "MM"):
+        for o in (2, 5, 7):
+            cases[f"{order}-{o}"] = _with_app1(plain, b"Exif\x00\x00" + _tiff_with_orientation(order, o))
+    cases["long-6"] = _with_app1(plain, b"Exif\x00\x00" + _tiff_with_orientation("MM", 6, kind=4))
+    cases["xmp-8"] = _with_app1(plain, b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta><rdf:Description "
+                                       b'tiff:Orientation="8"/></x:xmpmeta>')
+    cases["exif-before-xmp"] = _with_app1(cases["xmp-8"], b"Exif\x00\x00" + _tiff_with_orientation("II", 3))
+    cases["cut-exif"] = _with_app1(plain, b"Exif\x00\x00" + _tiff_with_orientation("II", 6)[:12])
+    for path in example_photos:
+        cases[Path(path).name] = Path(path).read_bytes()
+    expected = {"none": 1, "pillow-1": 1, "pillow-3": 3, "pillow-6": 6, "pillow-8": 8, "pillow-9": 1, "II-2": 2,
+                "II-5": 5, "II-7": 7, "MM-2": 2, "MM-5": 5, "MM-7": 7, "long-6": 6, "xmp-8": 8, "exif-before-xmp": 3,
+                "cut-exif": 1}
+    for name, data in cases.items():
+        o = jpeg_orientation(data)
+        assert o == expected.get(name, 1), name
+        img = Image.open(io.BytesIO(data))
+        assert ImageOps.exif_transpose(img).tobytes() == _turned(img, o).tobytes(), name  # Pillow reads it so too
+    assert jpeg_orientation(b"\x89PNG\r\n\x1a\n" + bytes(40)) == 1 and jpeg_orientation(b"") == 1
+
+
+def _turned(img, orientation: int):
+    method = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}.get(orientation)
+    return img.copy() if method is None else img.transpose(method)
 
 def test_max_pixels_downscales_large_images(tmp_path, photo):
     photo.save(tmp_path / "big.jpg")

@@ -29,7 +29,8 @@ import numpy as np
 
 from sliq_cli import trace
 from sliq_cli.background import Background
-from sliq_cli.images import ImageLoadError, is_jpeg, jpeg_complete, jpeg_size, load_image, pil_to_tensor
+from sliq_cli.images import (ImageLoadError, is_jpeg, jpeg_complete, jpeg_orientation, jpeg_size, load_image,
+                             pil_to_tensor)
 from sliq_cli.iqa.batching import Batch, BatchPlanner, BatchPolicy
 from sliq_cli.iqa.compiling import CompileWhenItPays
 
@@ -142,7 +143,7 @@ class FeatureExtractor:
             except OSError:
                 return self._load_cpu(path)  # gives the precise per-file error
             if jpeg_complete(data):
-                return jpeg_size_error(data, path) or ("jpeg", path, data)
+                return jpeg_size_error(data, path) or ("jpeg", path, data, jpeg_orientation(data))
         return self._load_cpu(path)
 
     def _load_chunk(self, paths: list, cpu: bool = False) -> list:
@@ -154,25 +155,28 @@ class FeatureExtractor:
         return not self.cuda or count <= self.planner().first
 
     def _decode_gpu(self, items):
-        """Decode a list of ("jpeg", path, bytes) on the GPU; per-file CPU fallback for what nvJPEG refuses."""
+        """Decode a list of ("jpeg", path, bytes, EXIF orientation) on the GPU, upright; per-file CPU fallback for
+        what nvJPEG refuses."""
         import torch
-        from torchvision.io import ImageReadMode, decode_jpeg
 
-        datas = [torch.frombuffer(d, dtype=torch.uint8) for _, _, d in items]
+        from sliq_cli import nvjpeg
+
+        datas = [torch.frombuffer(d, dtype=torch.uint8) for _, _, d, _ in items]
         # torchvision allocates the outputs on our current stream but nvJPEG writes them on a stream of its own,
         # which does not wait for ours: memory we freed while our last pastes were still queued would be
         # overwritten under them (a few corrupted images a folder, measured on an H200). Drain our stream first.
         torch.cuda.current_stream(self.device).synchronize()
         try:
-            return decode_jpeg(datas, mode=ImageReadMode.RGB, device=self.device, apply_exif_orientation=True)
+            decoded = nvjpeg.decode(datas, self.device)
         except RuntimeError:
-            out = []
-            for (_, path, _), data in zip(items, datas):
+            decoded = []
+            for (_, path, _, _), data in zip(items, datas):
                 try:
-                    out.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device, apply_exif_orientation=True))
+                    decoded += nvjpeg.decode([data], self.device)
                 except RuntimeError:
-                    out.append(self._load_cpu(path))
-            return out
+                    decoded.append(self._load_cpu(path))  # upright already (Pillow)
+        return [nvjpeg.orient(t, o) if isinstance(t, torch.Tensor) else t
+                for t, (_, _, _, o) in zip(decoded, items)]
 
     def _fit(self, t):
         """Apply the protocol's shorter-side rescale, then bound the size by max_pixels and max_side (antialiased, on
@@ -209,13 +213,13 @@ class FeatureExtractor:
         chunks = [paths[k : k + chunk] for k in range(0, len(paths), chunk)]
         depth = max(2 * self.workers, 4 * self.batch_size // chunk)  # chunks read ahead: bounded memory
         # A folder that fits in the first batch decodes on the CPU (Pillow: milliseconds an image): it never waits
-        # for torchvision's import and nvJPEG's start (~3 s on an H100). A larger one pays them once, on this thread
-        # while the device starts; Pillow for its first batch too measured slower (bench/RESULTS.md, start-up).
+        # for nvJPEG's start (~0.6 s on an H100). A larger one pays it once, on this thread while the device
+        # starts; Pillow for its first batch too measured slower (bench/RESULTS.md, start-up).
         load = partial(self._load_chunk, cpu=self.pillow_only(self.run_size or len(paths)))
         with torch.cuda.stream(stream) if stream else nullcontext():  # the producer's device work
             pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sliq-images")
             try:
-                jpegs: list = []  # (index, ("jpeg", path, bytes)) awaiting GPU decode
+                jpegs: list = []  # (index, ("jpeg", path, bytes, orientation)) awaiting GPU decode
                 loaded = (item for items in _prefetch(pool, load, chunks, depth=depth) for item in items)
                 for i, item in enumerate(loaded):
                     if not isinstance(item, tuple):
@@ -234,7 +238,8 @@ class FeatureExtractor:
                 pool.shutdown(cancel_futures=True)
 
     def _decode_jpegs(self, jpegs: list) -> list:
-        """[(index, (3, H, W) uint8 on the device | ImageLoadError)] of [(index, ("jpeg", path, bytes))]."""
+        """[(index, (3, H, W) uint8 on the device, upright | ImageLoadError)] of [(index, ("jpeg", path, bytes,
+        orientation))]."""
         return [(i, t) for (i, _), t in zip(jpegs, self._decode_gpu([item for _, item in jpegs]))]
 
     def _plan(self, planner: BatchPlanner, loaded, stream) -> Iterator[tuple]:
