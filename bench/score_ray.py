@@ -4,14 +4,15 @@
 
 Runs of the same command on the first N photos (sorted paths), each a fresh process timed whole (start-up, model
 load, scoring): plain `sliq score` (before and after the others; the faster counts), `--ray` (starts and stops a
-local cluster of this machine's CPUs), and `--ray --ray-address auto` on a cluster `ray start --head` started
-beforehand (how a cluster is joined; its start is not timed). A Ray run's time is split by its SLIQ_TRACE marks
-(sliq_cli/trace.py): driver start (imports, the model's parts), cluster (import ray, ray.init), actors + first call
-(their start, to the first record), other records, shutdown (to the process's end). Then: the largest score
-difference against the plain run (on a GPU machine, Ray's GPU actors against `sliq score --device cuda`), the bytes
-that cross the object store (the model's parts once per actor; per image, a path and a score), and a scaling
-estimate for N actors: each reads its own files, so N actors at the measured rate need N times the file bytes a
-second from the storage the workers share.
+local cluster of this machine's CPUs), `--ray --ray-address auto` on a cluster `ray start --head` started
+beforehand (how a cluster is joined; its start is not timed), and twice `--ray-pool` on a warm pool that `sliq
+ray-pool start` started there (its start timed apart: paid once, not by each run). A Ray run's time is split by its
+SLIQ_TRACE marks (sliq_cli/trace.py): driver start (imports, the model's parts), cluster (import ray, ray.init),
+actors + first call (their start, to the first record), other records, shutdown (to the process's end). Then: the
+largest score difference against the plain run (on a GPU machine, Ray's GPU actors against `sliq score --device
+cuda`), the bytes that cross the object store (the model's parts once per actor; per image, a path and a score), and
+a scaling estimate for N actors: each reads its own files, so N actors at the measured rate need N times the file
+bytes a second from the storage the workers share.
 """
 
 from __future__ import annotations
@@ -83,12 +84,20 @@ def main() -> None:
                     "--node-ip-address=127.0.0.1"], check=True, capture_output=True)
     try:
         joined_s, joined, joined_phases = run(files, *extra, "--ray", "--ray-address", "auto")
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "sliq_cli", "ray-pool", "start", "--name", "bench", *extra],
+                       check=True, capture_output=True, cwd=REPO,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
+        pool_start_s = time.perf_counter() - t
+        pooled = [run(files, "--ray-pool", "bench") for _ in range(2)]  # two runs on one warm pool
     finally:
         subprocess.run([sys.executable, "-c", RAY_CLI, "stop"], check=True, capture_output=True)
     last_s, _, _ = run(files, *extra)  # plain again: the machine is shared, so its load may have changed meanwhile
     local_s = min(first_s, last_s)  # overheads against the faster plain run
     load.append(os.getloadavg()[0])
-    diff = max(abs(scores[p] - local[p]) for scores in (remote, joined) for p in local if local[p] is not None)
+    pool_s, pool_scores, pool_phases = min(pooled, key=lambda r: r[0])
+    diff = max(abs(scores[p] - local[p]) for scores in (remote, joined, pool_scores) for p in local
+               if local[p] is not None)
 
     parts = load_parts()
     model_bytes = sum(len(data) for data in parts["weights"].values())
@@ -103,9 +112,11 @@ def main() -> None:
         "ray_joined_img_s": len(files) / joined_s,
         "overhead_local_cluster": ray_s / local_s - 1, "overhead_joined": joined_s / local_s - 1,
         "max_abs_score_diff": diff,
-        "per_cpu_actor_img_s": len(files) / joined_s / cpus,
+        "per_cpu_actor_img_s": len(files) / pool_s / cpus,
         "model_parts_bytes": model_bytes + head_bytes, "file_bytes_per_image": file_bytes,
         "ray_local_cluster_phases_s": ray_phases, "ray_joined_phases_s": joined_phases,
+        "pool_start_s": pool_start_s, "ray_pool_s": [r[0] for r in pooled], "ray_pool_img_s": len(files) / pool_s,
+        "overhead_pool": pool_s / local_s - 1, "ray_pool_phases_s": pool_phases,
     }
     print(f"load average (1 min) before and after: {load[0]:.1f}, {load[1]:.1f}")
     print(f"plain sliq score:             {local_s:6.1f} s  {result['local_img_s']:6.1f} img/s  "
@@ -114,13 +125,16 @@ def main() -> None:
           f"overhead {100 * result['overhead_local_cluster']:+.0f} %")
     print(f"--ray --ray-address auto:     {joined_s:6.1f} s  {result['ray_joined_img_s']:6.1f} img/s  "
           f"overhead {100 * result['overhead_joined']:+.0f} %")
-    for name, phases in (("local cluster", ray_phases), ("auto", joined_phases)):
+    print(f"--ray-pool (warm, 2 runs):    {pool_s:6.1f} s  {result['ray_pool_img_s']:6.1f} img/s  "
+          f"overhead {100 * result['overhead_pool']:+.0f} %  (runs {', '.join(f'{r[0]:.1f}' for r in pooled)} s; "
+          f"`sliq ray-pool start` took {pool_start_s:.1f} s, once)")
+    for name, phases in (("local cluster", ray_phases), ("auto", joined_phases), ("pool", pool_phases)):
         if phases:  # from the run's trace marks; none from a tree without them
             print(f"  --ray phases ({name}): " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
     print(f"largest score difference against plain: {diff:.2g}")
     print(f"object store: model parts {model_bytes / 1e6:.1f} MB + head {head_bytes / 1e3:.0f} kB once per actor; "
           f"per image a path and a score")
-    rate = result["ray_joined_img_s"]  # whole process, start-up included: a lower bound on an actor's steady rate
+    rate = result["ray_pool_img_s"]  # a warm pool's whole run: a lower bound on an actor's steady rate
     for n in (1, 8):
         print(f"scaling: {n} actor(s) at {rate:.0f} img/s each: {n * rate:.0f} img/s, reading "
               f"{n * rate * file_bytes / 1e6:.0f} MB/s of files ({file_bytes / 1e3:.0f} kB a file)")

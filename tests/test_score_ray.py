@@ -237,3 +237,50 @@ main()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.stdout.split("\n")[0] == "torch imported: False", out.stdout + out.stderr
+
+
+def test_a_warm_pool_scores_as_a_local_run_and_keeps_its_processes(photos, tiny_encoder_dir):
+    from sliq_cli.iqa.ray_pool import pool_status, start_pool, stop_pool
+
+    info = start_pool("t-warm", str(tiny_encoder_dir), actors=1, device="cpu")
+    try:
+        assert (info.actors, info.device) == (1, "cpu")
+        _, pids = pool_status("t-warm")
+        want = _by_path(jsonl_records(_score([photos, "-m", tiny_encoder_dir, "-f", "jsonl"]).stdout))
+        for _ in range(2):  # two runs, one pool
+            run = _score([photos, "-f", "jsonl", "--ray-pool", "t-warm"])
+            assert run.exit_code == 1 and "broken.jpg" in run.stderr  # the broken file: its error, the rest scored
+            _assert_same(_by_path(jsonl_records(run.stdout)), want)
+        assert pool_status("t-warm")[1] == pids  # the same processes served both runs: nothing started again
+        other = _score([photos, "--ray-pool", "t-warm", "-m", REPO / "weights"])
+        assert other.exit_code == 2 and "serves model" in other.stderr  # the pool's model scores, or nothing does
+        explain = _score([photos, "--ray-pool", "t-warm", "--explain"])
+        assert explain.exit_code == 2 and "text tower" in explain.stderr
+    finally:
+        stop_pool("t-warm")
+    gone = _score([photos, "--ray-pool", "t-warm"])
+    assert gone.exit_code == 2 and "no scorer pool named 't-warm'" in gone.stderr
+
+
+def test_a_pool_actor_killed_mid_run_loses_nothing_and_repeats_nothing(tmp_path, example_photos, tiny_encoder_dir):
+    from sliq_cli.api import load
+    from sliq_cli.iqa.ray_pool import pool_score_records, pool_status, start_pool, stop_pool
+
+    files = []
+    for k in range(16):
+        src = example_photos[k % len(example_photos)]
+        files.append(tmp_path / f"{k:02d}_{src.name}")
+        Image.open(src).save(files[-1])
+    start_pool("t-kill", str(tiny_encoder_dir), actors=1, device="cpu", batch_size=2)
+    try:
+        (pid,) = pool_status("t-kill")[1]
+        records = pool_score_records(files, "t-kill").records
+        got = [next(records)]
+        os.kill(pid, signal.SIGKILL)
+        got += list(records)
+        assert sorted(r["path"] for r in got) == sorted(map(str, files))  # each once
+        (restarted,) = pool_status("t-kill")[1]
+        assert restarted not in (None, pid)  # Ray restarted the actor, which rebuilt its model from the registry
+    finally:
+        stop_pool("t-kill")
+    _assert_same(_by_path(got), _by_path(load(str(tiny_encoder_dir), device="cpu").records(files)))

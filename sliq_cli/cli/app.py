@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from sliq_cli import __version__, trace
-from sliq_cli.cli import explain, finetune, hub, interpolate, iqa, pretrain, score, tadac
+from sliq_cli.cli import explain, finetune, hub, interpolate, iqa, pretrain, ray_pool, score, tadac
 from sliq_cli.cli.render import error, warn
 from sliq_cli.errors import SliqError, SliqWarning
 
@@ -70,6 +70,7 @@ app.command("evaluate")(iqa.evaluate)
 app.command("crossval")(iqa.crossval)
 app.command("finetune")(finetune.finetune)
 app.add_typer(iqa.plot_app, name="plot")
+app.add_typer(ray_pool.app, name="ray-pool")
 
 
 def main() -> None:

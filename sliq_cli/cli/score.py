@@ -67,6 +67,12 @@ def score(
                                            "started here) or ray://HOST:PORT. A separate option because an option "
                                            "cannot both stand alone and take a value."),
     ] = None,
+    ray_pool: Annotated[
+        Optional[str],
+        typer.Option("--ray-pool", help="Score on the warm scorer pool of this name (`sliq ray-pool start`) on the "
+                                        "running cluster (--ray-address, default auto) instead of starting actors "
+                                        "for this run; its model and head score. Implies --ray."),
+    ] = None,
 ):
     """Score images with a frozen SLIQUE encoder and a ridge head.
 
@@ -90,11 +96,15 @@ def score(
         raise typer.BadParameter("no images found in the given paths", param_hint="PATHS")
     fmt = fmt or _default_format(output)
     options = dict(batch_size=batch_size, workers=workers, compile=compile_, max_side=max_side)
+    ray = ray or ray_pool is not None
     if ray_address and not ray:
         raise typer.BadParameter("needs --ray", param_hint="--ray-address")
     if ray and compile_:
         raise typer.BadParameter("not with --ray", param_hint="--compile")
-    metric, records = _scorer(files, model, head, device.value, explain, options, ray, ray_address)
+    if ray_pool is not None and (batch_size or workers or max_side or device is not Device.auto):
+        raise typer.BadParameter("the pool's actors run as `sliq ray-pool start` set them up",
+                                 param_hint="--batch-size, --workers, --max-side, --device")
+    metric, records = _scorer(files, model, head, device.value, explain, options, ray, ray_address, ray_pool)
     failed = _write_results(records, files, fmt, sort, output, metric)
     if compile_ and metric.extractor.compiler is not None:  # --compile: what it compiled, and why the rest ran eager
         err_console().print(metric.extractor.compiler.report(), style="dim", highlight=False)
@@ -111,9 +121,14 @@ def _default_format(output: Path | None) -> Format:
 
 
 def _scorer(files: list[Path], model, head, device: str, explain: bool, options: dict, ray: bool,
-            ray_address: str | None):
+            ray_address: str | None, ray_pool: str | None):
     """(the scorer, its records of `files` in completion order), with --explain's fields when asked for; on a Ray
-    cluster with --ray."""
+    cluster with --ray, by a warm pool's actors with --ray-pool."""
+    if ray_pool is not None:
+        from sliq_cli.iqa.ray_pool import pool_score_records
+
+        run = pool_score_records(files, ray_pool, ray_address, model, head, top=EXPLAIN_TOP if explain else 0)
+        return run.scorer, run.records
     if ray:
         from sliq_cli.iqa.ray_score import score_records
 
