@@ -57,9 +57,13 @@ class PoolRegistry:
 
         self.description = info
         self.parts_ref = ray.put(parts)  # owned by this detached actor: alive as long as the pool
+        self.head_arrays = parts["head"]  # what a run's driver needs of them (kB, against the weights' MB)
 
     def info(self) -> PoolInfo:
         return self.description
+
+    def head(self) -> dict:
+        return self.head_arrays
 
     def parts(self) -> list:
         return [self.parts_ref]  # in a list: Ray hands the reference itself, not its value, to the caller
@@ -202,8 +206,7 @@ def pool_score_records(files: list, name: str = "sliq", address: str | None = No
     try:
         trace.mark("cluster ready")
         info = _pool(ray, name)
-        (ref,) = ray.get(ray.get_actor(_registry_name(name), namespace=NAMESPACE).parts.remote())
-        head_arrays = ray.get(ref)["head"]
+        head_arrays = ray.get(ray.get_actor(_registry_name(name), namespace=NAMESPACE).head.remote())
         _check_asked(info, head_arrays, model, head, top)
     except BaseException:
         stack.close()
