@@ -88,6 +88,7 @@ def score(
       sliq score examples/               # a table; JSON lines in a pipe
       sliq score photos/ -r --sort -o scores.csv
       sliq score photos/ --max-side 1024  # on a CPU: big photos, fast
+      sliq score photos/ --ray-pool sliq  # on a warm pool (sliq ray-pool start)
     """
     from sliq_cli.images import list_images
 
