@@ -118,6 +118,16 @@ def test_the_readme_ray_data_block_scores_as_a_local_run(monkeypatch):
     _assert_same({r["path"]: {"score": r["score"], "error": r["error"]} for r in rows}, want)
 
 
+def _sixteen_files(folder: Path, example_photos) -> list[Path]:
+    """16 files, the example photos over and over: enough calls of 2 paths for a kill to land mid-run."""
+    files = []
+    for k in range(16):
+        src = example_photos[k % len(example_photos)]
+        files.append(folder / f"{k:02d}_{src.name}")
+        Image.open(src).save(files[-1])
+    return files
+
+
 def _map_workers():
     from ray._private.state import actors  # the GCS's actor table: works without the dashboard that list_actors needs
 
@@ -128,11 +138,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_repeats_nothing(tmp_path, exa
     from sliq_cli.api import load
     from sliq_cli.iqa.ray_score import score_records
 
-    files = []
-    for k in range(16):
-        src = example_photos[k % len(example_photos)]
-        files.append(tmp_path / f"{k:02d}_{src.name}")
-        Image.open(src).save(files[-1])
+    files = _sixteen_files(tmp_path, example_photos)
     records = score_records(files, str(tiny_encoder_dir), batch_size=2).records
     got = [next(records)]
     victim = next(a for a in _map_workers() if a["State"] == "ALIVE")
@@ -266,11 +272,7 @@ def test_a_pool_actor_killed_mid_run_loses_nothing_and_repeats_nothing(tmp_path,
     from sliq_cli.api import load
     from sliq_cli.iqa.ray_pool import pool_score_records, pool_status, start_pool, stop_pool
 
-    files = []
-    for k in range(16):
-        src = example_photos[k % len(example_photos)]
-        files.append(tmp_path / f"{k:02d}_{src.name}")
-        Image.open(src).save(files[-1])
+    files = _sixteen_files(tmp_path, example_photos)
     start_pool("t-kill", str(tiny_encoder_dir), actors=1, device="cpu", batch_size=2)
     try:
         (pid,) = pool_status("t-kill")[1]
