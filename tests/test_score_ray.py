@@ -1,5 +1,6 @@
-"""`sliq score --ray` and the RayScorer API on a local 2-CPU Ray cluster (loopback, no dashboard) that this module
-starts once and stops: the same records as a local run, per-file errors, a worker killed mid-run, Ctrl-C."""
+"""`sliq score --ray`, the RayScorer API and the warm scorer pool (`sliq ray-pool`, `--ray-pool`) on a local 2-CPU
+Ray cluster (loopback, no dashboard) that this module starts once and stops: the same records as a local run,
+per-file errors, a worker or pool actor killed mid-run, Ctrl-C."""
 
 from __future__ import annotations
 
