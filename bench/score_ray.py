@@ -40,13 +40,17 @@ RAY_PHASES = [("parts loaded", "driver start"), ("cluster ready", "cluster"), ("
               ("last record", "other records"), ("end", "shutdown")]
 
 
+def child_env() -> dict:
+    """The environment of the bench's `sliq` processes: this tree first on the path."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
 def run(files: list[Path], *extra: str) -> tuple[float, dict[str, float], dict[str, float]]:
     """(wall seconds, path -> score, phase -> seconds from the SLIQ_TRACE marks, for --ray runs) of `sliq score
     FILES... -f jsonl EXTRA` in a fresh process."""
     with tempfile.TemporaryDirectory() as tmp:
         trace = Path(tmp) / "trace.jsonl"
-        env = {**os.environ, "SLIQ_TRACE": str(trace),
-               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        env = {**child_env(), "SLIQ_TRACE": str(trace)}
         t, t0 = time.perf_counter(), time.time()
         # cwd: `python -m` puts the working directory first on sys.path, before PYTHONPATH; from here, this tree runs
         out = subprocess.run([sys.executable, "-m", "sliq_cli", "score", *map(str, files), "-f", "jsonl", *extra],
@@ -86,8 +90,7 @@ def main() -> None:
         joined_s, joined, joined_phases = run(files, *extra, "--ray", "--ray-address", "auto")
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "sliq_cli", "ray-pool", "start", "--name", "bench", *extra],
-                       check=True, capture_output=True, cwd=REPO,
-                       env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
+                       check=True, capture_output=True, cwd=REPO, env=child_env())
         pool_start_s = time.perf_counter() - t
         pooled = [run(files, "--ray-pool", "bench") for _ in range(2)]  # two runs on one warm pool
     finally:

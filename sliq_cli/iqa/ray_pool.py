@@ -27,7 +27,7 @@ from pathlib import Path
 
 from sliq_cli import trace
 from sliq_cli.errors import UsageError
-from sliq_cli.iqa.ray_score import GPU_PATHS_PER_CALL, RayRun, RayScorer, _reason, ray_cluster
+from sliq_cli.iqa.ray_score import GPU_PATHS_PER_CALL, RayRun, RayScorer, driver_record, ray_cluster
 
 NAMESPACE = "sliq"
 IN_FLIGHT = 2  # calls queued at each actor: the next call's paths are there when the current one ends
@@ -222,25 +222,30 @@ def pool_score_records(files: list, name: str = "sliq", address: str | None = No
 
 def _check_asked(info: PoolInfo, head_arrays: dict, model: str | None, head: str | None, top: int) -> None:
     """A run that asks for what the pool does not serve is refused: its scores would not be what it asked."""
+    import dataclasses
+
     import numpy as np
 
-    from sliq_cli.iqa.score import load_parts
+    from sliq_cli.iqa.score import load_parts, resolve_parts
 
     if top and not info.top:
         raise UsageError(f"scorer pool {info.name!r} holds no text tower for --explain: start it with --explain")
     if model is None and head is None:
         return
-    asked = load_parts(model, head)
-    same = asked["fingerprint"] == info.fingerprint and all(
-        np.array_equal(asked["head"][k], head_arrays[k]) for k in ("weight", "bias", "feature_mean", "feature_std"))
+    _, config, ridge = resolve_parts(model, head)  # config.json's fingerprint: no weights read
+    if ridge is None:  # an old config without a fingerprint: only the weights say which model it is
+        asked = load_parts(model, head)
+        fingerprint, asked_head = asked["fingerprint"], asked["head"]
+    else:
+        fingerprint, asked_head = config["fingerprint"], dataclasses.asdict(ridge)
+    same = fingerprint == info.fingerprint and all(
+        np.array_equal(asked_head[k], head_arrays[k]) for k in ("weight", "bias", "feature_mean", "feature_std"))
     if not same:
         raise UsageError(f"scorer pool {info.name!r} serves model {info.fingerprint[:12]} with head {info.head!r}; "
                          "this run asks for another model or head: start a pool for it, or leave out --model/--head")
 
 
 def _stream(ray, info: PoolInfo, files: list, head_records, top: int) -> Iterator[dict]:
-    import json
-
     members = [ray.get_actor(_actor_name(info.name, k), namespace=NAMESPACE) for k in range(info.actors)]
     absolute = [str(Path(p).absolute()) for p in files]  # the actors run in another directory
     given = dict(zip(absolute, map(str, files)))
@@ -267,8 +272,5 @@ def _stream(ray, info: PoolInfo, files: list, head_records, top: int) -> Iterato
         # a pool that holds the text tower explains every call; a run without --explain leaves those fields out
         explanations = (top and out.get("explanation")) or [None] * len(out["path"])
         for path, score, error, explanation in zip(out["path"], out["score"], out["error"], explanations):
-            if (reason := _reason(error)) is not None:
-                yield {"path": given[path], "score": None, "error": reason}
-            else:
-                yield {**head_records.record(given[path], float(score)), **json.loads(explanation or "{}")}
+            yield driver_record(head_records, given[path], score, error, explanation)
     trace.mark("last record")

@@ -38,6 +38,16 @@ def _reason(error) -> str | None:
     return error if isinstance(error, str) else None
 
 
+def driver_record(info, path: str, score, error, explanation) -> dict:
+    """A local run's record of one row an actor gave back (RayScorer's columns): the error, or the score on the
+    head's scale with --explain's fields (a JSON string) when the row has them. info: the run's HeadRecords."""
+    import json
+
+    if (reason := _reason(error)) is not None:
+        return {"path": path, "score": None, "error": reason}
+    return {**info.record(path, float(score)), **json.loads(explanation or "{}")}
+
+
 class RayScorer:
     """A scorer for Ray Data's `map_batches`: one model an actor, built from `parts` (`ray_parts()` or `load_parts`)
     in the object store. A batch holds "path" and either "image" ((H, W, 3) uint8 arrays, as
@@ -234,8 +244,6 @@ def score_records(files: list, model: str | None = None, head: str | None = None
 
 
 def _stream(files, parts, info, address, device, batch_size, max_side, top) -> Iterator[dict]:
-    import json
-
     from sliq_cli.errors import UsageError
 
     with ray_cluster(address) as ray:
@@ -266,9 +274,5 @@ def _stream(files, parts, info, address, device, batch_size, max_side, top) -> I
         for k, row in enumerate(ds.iter_rows()):
             if k == 0:
                 trace.mark("first record")  # the actors started and finished their first call
-            path = given[row["path"]]
-            if (error := _reason(row["error"])) is not None:
-                yield {"path": path, "score": None, "error": error}
-            else:
-                yield {**info.record(path, float(row["score"])), **json.loads(row.get("explanation") or "{}")}
+            yield driver_record(info, given[row["path"]], row["score"], row["error"], row.get("explanation"))
         trace.mark("last record")  # then the cluster's shutdown (or leaving a joined one)
