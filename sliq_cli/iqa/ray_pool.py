@@ -1,8 +1,8 @@
 """A warm scorer pool on a long-lived Ray cluster: `sliq ray-pool start`, then `sliq score --ray --ray-pool NAME`.
 
 Each `sliq score --ray` run starts its own actors: new worker processes that import torch, build the model and
-start CUDA before the first image (on an H100 host, a fixed ~7 s a run against ~1 s to score a thousand photos;
-bench/RESULTS.md), since every run is a new Ray job. A pool pays that once: detached named actors in the namespace
+start CUDA before the first image (on an H100 host, ~12 s a run joining a running cluster, against 0.5 s to score
+a thousand photos once started; bench/RESULTS.md), since every run is a new Ray job. A pool pays that once: detached named actors in the namespace
 "sliq" that outlive the command that started them and serve every later run that names the pool, until `sliq
 ray-pool stop`. A run then costs joining the cluster and the scoring itself.
 
