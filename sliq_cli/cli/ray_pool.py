@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from sliq_cli.cli.options import BatchSizeOpt, Device, DeviceOpt, HeadOpt, ModelOpt
+from sliq_cli.cli.options import BatchSizeOpt, Device, DeviceOpt, HeadOpt, MaxSideOpt, ModelOpt
 from sliq_cli.cli.render import err_console, out_console, stdout_is_tty
 
 app = typer.Typer(
@@ -48,9 +48,7 @@ def start(
     device: DeviceOpt = Device.auto,
     ray_address: AddressOpt = "auto",
     batch_size: BatchSizeOpt = None,
-    max_side: Annotated[
-        Optional[int], typer.Option("--max-side", min=16, help="As `sliq score --max-side`, for every run of the pool.")
-    ] = None,
+    max_side: MaxSideOpt = None,
     explain: Annotated[
         bool, typer.Option("--explain", help="Hold the text tower too, for runs with `sliq score --explain`.")
     ] = False,

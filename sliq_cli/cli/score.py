@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from sliq_cli.cli.options import BatchSizeOpt, Device, DeviceOpt, HeadOpt, ModelOpt, RecursiveOpt, WorkersOpt
+from sliq_cli.cli.options import BatchSizeOpt, Device, DeviceOpt, HeadOpt, MaxSideOpt, ModelOpt, RecursiveOpt, WorkersOpt
 from sliq_cli.cli.render import csv_text, err_console, jsonl_line, progress_bar, stdout_is_tty, warn
 
 
@@ -46,11 +46,7 @@ def score(
                                        "repay the ~40 s a shape costs (hundreds of thousands of images); the rest, "
                                        "and small folders, run eager: never slower than without."),
     ] = False,
-    max_side: Annotated[
-        Optional[int],
-        typer.Option("--max-side", min=16, help="Downscale images whose longer side is above this (JPEGs decode at "
-                                                "reduced size): much faster on a CPU, but scores change with size."),
-    ] = None,
+    max_side: MaxSideOpt = None,
     explain: Annotated[
         bool,
         typer.Option("--explain", help="Add `sliq explain`'s fields: the 3 nearest distortion descriptions and the "
