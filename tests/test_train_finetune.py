@@ -106,8 +106,14 @@ def test_model_folder_works_with_score_explain_export(rated, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["default_head"] == "blur"
     assert (out / "heads" / "blur.safetensors").is_file()
-    assert json.loads((out / "finetune.json").read_text())["config"]["epochs"] == 1
+    run = json.loads((out / "finetune.json").read_text())
+    assert run["config"]["epochs"] == 1
     assert len((out / "log.jsonl").read_text().splitlines()) == 1
+    from sliq_cli.iqa.head import RidgeHead
+
+    head = RidgeHead.load(out / "heads" / "blur.safetensors")  # alpha on the 10 validation images, not by CV
+    assert head.meta["fit"]["alpha_chosen_on"] == "validation" and head.meta["n_train"] == 40
+    assert head.meta["fit"]["val_srocc"] == pytest.approx(run["result"]["head_val_srocc"])
 
     scored = runner.invoke(app, ["score", "--model", str(out), "--format", "jsonl", str(rated)])
     assert scored.exit_code == 0, scored.output

@@ -7,8 +7,10 @@ one for the head); loss = MSE + a logistic ranking loss on every ordered pair of
 eval mode (their statistics frozen: batches of a few images would give noisy ones). Inputs are random crops at
 native scale plus horizontal flips, the augmentations that leave quality as rated; nothing rescales, recolours or
 re-encodes. After each epoch the validation images go whole through the scoring feature extraction, and the epoch
-with the best SROCC of the linear head is kept (early stopping). The deployable ridge head is then fitted on the
-fine-tuned encoder's features of the training images as `sliq fit-head` fits one (alpha by cross-validation).
+with the best SROCC of the linear head is kept (early stopping). The model's ridge head is then fitted on the
+fine-tuned encoder's features of the training images, as the protocol fits one: its alpha chosen on the validation
+images. (Cross-validation within the training images, as `sliq fit-head` chooses alpha, is fooled here: the trunk has
+learnt those very images, so every fold looks easy and it picks too weak a penalty; bench/RESULTS.md, fine-tuning.)
 
 The run is built in a hidden folder beside OUT (`.OUT.partial/`), which holds its training state after each
 epoch (`state/epoch-N/`, then `state/latest.json` pointing at it), so `--resume` continues an interrupted run; the
@@ -508,24 +510,26 @@ def _max_pixels(meta: dict) -> int:
 
 
 def _deployable_head(model_dir: Path, data: RatedImages, train, val, name: str, device: str, cfg: FinetuneConfig):
-    """The ridge head of the written model, fitted as `sliq fit-head` fits one on its training images (raw MOS
-    scale, alpha by cross-validation); and its validation SROCC."""
+    """The ridge head of the written model on the raw MOS scale, fitted on its training images with the alpha that
+    predicts its validation images best (as the protocol fits a split's head); and its validation SROCC."""
     from sliq_cli import __version__
-    from sliq_cli.iqa.metrics import srocc
-    from sliq_cli.iqa.protocol import fit_deployable_head
+    from sliq_cli.iqa.head import RidgeHead
+    from sliq_cli.iqa.metrics import correlations
+    from sliq_cli.iqa.protocol import select_alpha
     from sliq_cli.model.checkpoint import load_encoder
 
     encoder = load_encoder(model_dir, device)
     ds = data.dataset
     X = features_of(encoder, ds.paths, device, cfg.batch_size)  # (N, D)
     y = ds.scores
-    groups = [ds.refs[i] for i in train] if ds.refs else None
     spec = {**encoder.config.features.to_dict(), "dim": encoder.config.feature_dim}
     meta = {"name": name, "encoder_fingerprint": encoder.fingerprint, "feature_spec": spec,
             "mos_scale": ds.mos_scale(), "dataset": ds.name, "sliq_version": __version__, "finetuned": True}
-    head = fit_deployable_head(X[train], y[train], groups=groups, seed=cfg.seed, meta=meta)
-    pred = head.predict(X[val])
-    return head, srocc(pred, y[val])
+    head = RidgeHead.fit(X[train], y[train], select_alpha(X[train], y[train], X[val], y[val]), meta)
+    on_val = correlations(head.predict(X[val]), y[val])
+    head.meta["fit"] = {"alpha_chosen_on": "validation", "n_val": len(val), "val_srocc": on_val["srocc"],
+                        "val_plcc": on_val["plcc"]}
+    return head, on_val["srocc"]
 
 
 # ---------------------------------------------------------------------------------------------------- the protocol
