@@ -30,11 +30,6 @@ from generalisation import holdback_names  # noqa: E402
 from machine import describe, machine  # noqa: E402
 
 
-def read_mos(clive: Path) -> list[tuple[str, float]]:
-    with open(clive / "mos.csv", newline="") as f:
-        return [(row["image"], float(row["mos"])) for row in csv.DictReader(f)]
-
-
 def write_dev80(clive: Path, out: Path) -> int:
     with open(clive / "mos.csv", newline="") as f:
         reader = csv.DictReader(f)
@@ -55,25 +50,25 @@ HEADS = ("own", "val-alpha", "cv-alpha", "dev80")
 def measure(model: str, clive: Path, device: str) -> dict:
     from sliq_cli.api import load
     from sliq_cli.iqa.features import extract_features, resolve_device
+    from sliq_cli.iqa.datasets import load_csv
     from sliq_cli.iqa.head import RidgeHead
     from sliq_cli.iqa.metrics import correlations
     from sliq_cli.iqa.protocol import kfold_alpha, select_alpha
 
-    rows = read_mos(clive)
-    held = holdback_names([name for name, _ in rows])
-    names = [n for n, _ in rows if n not in held] + [n for n, _ in rows if n in held]  # dev-80, then the hold-back
-    y = np.array([dict(rows)[n] for n in names])
-    dev, hold = np.arange(len(names) - len(held)), np.arange(len(names) - len(held), len(names))
+    ds = load_csv(clive / "mos.csv", clive)
+    y = ds.scores
+    held = holdback_names([p.name for p in ds.paths])
+    is_held = np.array([p.name in held for p in ds.paths])
+    dev, hold = np.flatnonzero(~is_held), np.flatnonzero(is_held)
     metric = load(model, device=device)
-    X = extract_features(metric.encoder, [clive / n for n in names],
-                         device=resolve_device(device)).features.astype(np.float64)  # (627, D)
+    X = extract_features(metric.encoder, ds.paths, device=resolve_device(device)).features.astype(np.float64)  # (N, D)
     preds = {"own": metric.head.predict(X[hold]),
              "dev80": RidgeHead.fit(X[dev], y[dev], kfold_alpha(X[dev], y[dev])[0]).predict(X[hold])}
     run_file = Path(model) / "finetune.json"
     if run_file.is_file():  # a fine-tuned folder: the images it trained on and validated on
         val_names = {Path(p).name for p in json.loads(run_file.read_text())["split"]["val"]}
-        val = np.array([i for i in dev if names[i] in val_names])
-        train = np.array([i for i in dev if names[i] not in val_names])
+        is_val = np.array([p.name in val_names for p in ds.paths])
+        val, train = dev[is_val[dev]], dev[~is_val[dev]]
         for key, alpha in (("val-alpha", select_alpha(X[train], y[train], X[val], y[val])),
                            ("cv-alpha", kfold_alpha(X[train], y[train])[0])):
             preds[key] = RidgeHead.fit(X[train], y[train], alpha).predict(X[hold])

@@ -12,7 +12,8 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from sliq_cli.cli.options import BatchSizeOpt, Device, DeviceOpt, HeadOpt, MaxSideOpt, ModelOpt, RecursiveOpt, WorkersOpt
+from sliq_cli.cli.options import (BatchSizeOpt, Device, DeviceOpt, HeadOpt, MaxSideOpt, ModelOpt, RecursiveOpt,
+                                  WorkersOpt)
 from sliq_cli.cli.render import csv_text, err_console, jsonl_line, progress_bar, stdout_is_tty, warn
 
 

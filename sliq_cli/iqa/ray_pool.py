@@ -2,9 +2,9 @@
 
 Each `sliq score --ray` run starts its own actors: new worker processes that import torch, build the model and
 start CUDA before the first image (on an H100 host, ~12 s a run joining a running cluster, against 0.5 s to score
-a thousand photos once started; bench/RESULTS.md), since every run is a new Ray job. A pool pays that once: detached named actors in the namespace
-"sliq" that outlive the command that started them and serve every later run that names the pool, until `sliq
-ray-pool stop`. A run then costs joining the cluster and the scoring itself.
+a thousand photos once started; bench/RESULTS.md), since every run is a new Ray job. A pool pays that once:
+detached named actors in the namespace "sliq" that outlive the command that started them and serve every later run
+that names the pool, until `sliq ray-pool stop`. A run then costs joining the cluster and the scoring itself.
 
     NAME-registry   the pool's description (model, fingerprint, head, device, size) and the model's parts, put in
                     the object store by this actor, so actors restarted after the starting command has gone still
